@@ -1,0 +1,15 @@
+with source as (
+    select * from {{ source('legacy', 'User') }}
+),
+
+renamed as (
+    select
+        "id" as user_id,
+        "email" as email,
+        "name" as user_name,
+        "createdAt" as created_at,
+        "updatedAt" as updated_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,19 @@
+-- One row per conflict (spec §4): a scalar field, an object sub-key or an intent field with two or
+-- more distinct present values for one user. `values`: the distinct values in order of first
+-- appearance; `chosen`: the first. `context_type` is NULL for shared (Profile) fields.
+with field_values as (
+    select * from {{ ref('int_field_values') }}
+),
+
+conflicts as (
+    select
+        user_id,
+        intent_context_type as context_type,
+        distinct_values as "values",
+        chosen_value as chosen,
+        case when kind = 'object' then field || '.' || sub_key else field end as field
+    from field_values
+    where distinct_value_count > 1
+)
+
+select * from conflicts

@@ -1,0 +1,225 @@
+"""The dry run on the seeded fixtures gives exactly the rows the spec says, derived by hand.
+
+Each expectation below was worked out from MIGRATION_SPEC.md and seeds/fixtures/*.csv (the
+comments say which rule decides it), not copied from the output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from decimal import Decimal
+from functools import partial
+
+import psycopg
+import pytest
+from psycopg.types.json import set_json_loads
+from rich.console import Console
+
+from orchestrator import fixtures, pipeline
+
+
+
+def ts(month: int, hour: int) -> dt.datetime:
+    return dt.datetime(2024, month, 1, hour)
+
+
+def profile_id(user_id: str) -> str:
+    return str(uuid.UUID(hashlib.md5(f"UserProfile/{user_id}".encode()).hexdigest()))
+
+
+def intent_id(user_id: str, context_type: str) -> str:
+    return str(uuid.UUID(hashlib.md5(f"ContextIntent/{user_id}/{context_type}".encode()).hexdigest()))
+
+
+ALL_PROFILE = ["coreValues", "beliefs", "interactionStyle", "lifestyle", "constraints", "location", "ageRange"]
+
+
+@pytest.fixture(scope="module")
+def built(settings, database):
+    fixtures.load(settings, database, "legacy_fixtures")
+    pipeline.dry_run(settings, database, Console(quiet=True))
+    with psycopg.connect(**database.kwargs()) as pg:
+        set_json_loads(partial(json.loads, parse_float=Decimal), pg)
+
+        def rows(query):
+            cur = pg.execute(query)
+            names = [c.name for c in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        yield rows
+
+
+def test_profiles(built):
+    profiles = {row["user_id"]: row for row in built("select * from migration_dry_run.profile")}
+    assert sorted(profiles) == [f"u{n:02d}" for n in range(1, 12)]  # one per User, orphans' users absent
+    for user_id, row in profiles.items():
+        assert row["id"] == profile_id(user_id)
+
+    def check(user_id, **expected):
+        row = profiles[user_id]
+        actual = {key: row[key] for key in expected}
+        assert actual == expected, user_id
+
+    # u01: no context profiles at all -> an empty profile, completeness 0, the User's timestamps
+    check("u01", core_values=[], beliefs={}, interaction_style={}, lifestyle={}, constraints=[], location=None,
+          age_range=None, name=None, completeness=0, missing=ALL_PROFILE, created_at=ts(1, 9), updated_at=ts(1, 10))
+    # u02: one context, one complete profile
+    check("u02", core_values=["honesty", "kindness"], beliefs={"religion": "none", "politics": "moderate"},
+          interaction_style={"pace": "slow"}, lifestyle={"pets": "cat"}, constraints=["no smoking"],
+          location="Berlin", age_range="30-35", name="Ann", completeness=100, missing=[],
+          created_at=ts(3, 10), updated_at=ts(3, 11))
+    # u03: three contexts; arrays unioned in context order (romantic, friendship, professional);
+    # objects unioned; equal locations do not conflict; timestamps min/max over its three profiles
+    check("u03", core_values=["honesty", "curiosity", "loyalty"],
+          beliefs={"religion": "buddhist", "politics": "green"}, interaction_style={"meetings": "async"},
+          lifestyle={"diet": "vegan"}, constraints=["remote only"], location="Paris", age_range="40-45", name=None,
+          completeness=100, missing=[], created_at=ts(3, 10), updated_at=ts(3, 13))
+    # u04: cp04f (friendship) is created first, so its values win; " Bo " trims to "Bo" (no conflict);
+    # beliefs.x objects are equal whatever their key order
+    check("u04", location="NYC", age_range="25-30", name="Bo",
+          beliefs={"religion": "atheist", "x": {"a": 1, "b": 2}}, completeness=43,
+          missing=["coreValues", "interactionStyle", "lifestyle", "constraints"])
+    # u05: the creative context has no Profile; the service one gives a location: 1/7 -> 14
+    check("u05", location="Rome", completeness=14, created_at=ts(3, 10), updated_at=ts(3, 11))
+    # u06: every shared key is a type mismatch or unknown -> nothing migrates
+    check("u06", core_values=[], beliefs={}, location=None, completeness=0, missing=ALL_PROFILE)
+    # u07: profile p07r1b (created 09:00) precedes p07r1 (10:00) in the same context profile
+    check("u07", core_values=["b", "a"], completeness=14, created_at=ts(3, 9), updated_at=ts(3, 12))
+    # u08: array / SQL NULL / JSON null / string blobs: nothing, but its profiles still date the row
+    check("u08", core_values=[], completeness=0, created_at=ts(3, 10), updated_at=ts(3, 11))
+    # u09: 30 and "30" are one value; " x " trims; null and "" dropped; true -> "true"; 1.50 -> "1.50"
+    # (same text as "1.50"); whitespace-only location is absent; \v and \f are trimmed; a lone string
+    # is a one-element array; an object whose only sub-value is null is absent
+    check("u09", core_values=["30", "x", "true", "1.50"], constraints=["solo"], age_range="30", name="Zoe",
+          location=None, lifestyle={}, interaction_style={"humour": "dry"}, completeness=57,
+          missing=["beliefs", "lifestyle", "location"])
+    # u10: equal createdAt: context profile ids in byte order, "cp10_B" < "cp10_b" -> Quito first
+    check("u10", location="Quito", completeness=14)
+    check("u11", completeness=100, missing=[], core_values=["a"], beliefs={"b": 1})
+
+
+def test_context_intents(built):
+    intents = {(r["user_id"], r["context_type"]): r for r in built("select * from migration_dry_run.context_intent")}
+    # distinct non-orphan (user, type): u07's two romantic context profiles make one intent
+    assert sorted(intents) == sorted([
+        ("u02", "romantic"), ("u03", "romantic"), ("u03", "friendship"), ("u03", "professional"),
+        ("u04", "friendship"), ("u04", "romantic"), ("u05", "creative"), ("u05", "service"), ("u06", "romantic"),
+        ("u07", "romantic"), ("u07", "friendship"), ("u08", "romantic"), ("u08", "friendship"),
+        ("u08", "professional"), ("u08", "creative"), ("u09", "professional"), ("u10", "service"),
+        ("u10", "creative"), ("u11", "service"),
+    ])
+    for (user_id, context_type), row in intents.items():
+        assert row["id"] == intent_id(user_id, context_type)
+
+    def check(key, **expected):
+        row = intents[key]
+        assert {k: row[k] for k in expected} == expected, key
+
+    check(("u02", "romantic"), relationship_timeline="open_to_soon", exclusivity_expectation="monogamous",
+          family_intentions="want_kids", attraction_importance="important", friendship_depth=None,
+          completeness=100, missing=[])
+    check(("u03", "professional"), partnership_type="cofounder", complementary_skills=["sales", "design"],
+          completeness=50, missing=["commitmentHorizon", "equityOrRevShare"])
+    check(("u03", "friendship"), friendship_depth="close", group_activity_preference="small_group",
+          emotional_support_expectation="moderate", completeness=100)
+    check(("u03", "romantic"), complementary_skills=None, completeness=50,
+          missing=["familyIntentions", "attractionImportance"])
+    # no Profile for cp05c: the intent takes its ContextProfile's timestamps
+    check(("u05", "creative"), completeness=0, created_at=ts(2, 10), updated_at=ts(2, 11),
+          missing=["creativeType", "roleNeeded", "processStyle", "egoBalance", "compensationExpectation"])
+    # wrong-context friendshipDepth and the type-mismatched relationshipTimeline do not migrate
+    check(("u06", "romantic"), family_intentions="open", relationship_timeline=None, friendship_depth=None,
+          completeness=25)
+    # two romantic context profiles merge in context order: open_to_soon (cp07r1) beats actively_looking
+    check(("u07", "romantic"), relationship_timeline="open_to_soon", exclusivity_expectation="monogamous",
+          family_intentions="open", completeness=75, missing=["attractionImportance"],
+          created_at=ts(3, 9), updated_at=ts(3, 12))
+    check(("u07", "friendship"), completeness=0, created_at=ts(3, 10), updated_at=ts(3, 11))
+    # numbers and booleans as jsonb prints them; a JSON null partnershipType is absent
+    check(("u09", "professional"), equity_or_rev_share="1.500", commitment_horizon="true",
+          complementary_skills=["python"], partnership_type=None, completeness=75, missing=["partnershipType"])
+    check(("u11", "service"), service_type="offering", budget_range="flexible", timeline_needed="weeks",
+          credentials_required="licensed", completeness=100)
+
+
+def test_conflicts(built):
+    rows = built("select user_id, context_type, field, \"values\", chosen from migration_dry_run.migration_conflicts")
+    assert sorted(rows, key=lambda r: (r["user_id"], r["field"])) == [
+        {"user_id": "u04", "context_type": None, "field": "beliefs.religion", "values": ["atheist", "catholic"],
+         "chosen": "atheist"},
+        {"user_id": "u04", "context_type": None, "field": "location", "values": ["NYC", "SF"], "chosen": "NYC"},
+        {"user_id": "u07", "context_type": "romantic", "field": "relationshipTimeline",
+         "values": ["open_to_soon", "actively_looking"], "chosen": "open_to_soon"},
+        {"user_id": "u10", "context_type": None, "field": "location", "values": ["Quito", "Lima"], "chosen": "Quito"},
+    ]
+
+
+def test_unmapped_fields(built):
+    rows = built("select * from migration_dry_run.migration_unmapped_fields")
+    got = sorted((r["legacy_profile_id"], r["key"] or "", r["reason"], r["user_id"], r["context_type"],
+                  r["context_profile_id"], json.dumps(r["value"], default=str)) for r in rows)
+    u06 = ("p06r", "u06", "romantic", "cp06r")
+
+    def row(base, key, reason, value):
+        profile, user, context_type, context_profile = base
+        return (profile, key, reason, user, context_type, context_profile, json.dumps(value))
+
+    assert got == sorted([
+        row(u06, "favouriteColour", "unknown_key", "blue"),
+        row(u06, "Location", "unknown_key", "Oslo"),  # keys match case-sensitively
+        row(u06, "notes", "unknown_key", None),  # a JSON null value stays jsonb null
+        row(u06, "friendshipDepth", "wrong_context", "close"),
+        row(u06, "location", "type_mismatch", {"city": "Oslo"}),
+        row(u06, "coreValues", "type_mismatch", {"a": 1}),
+        row(u06, "beliefs", "type_mismatch", ["x"]),
+        row(u06, "relationshipTimeline", "type_mismatch", ["soon"]),
+        row(u06, "constraints", "type_mismatch", ["ok", {"bad": 1}]),
+        row(("p08r", "u08", "romantic", "cp08r"), "", "not_an_object", ["not", "an", "object"]),
+        row(("p08c", "u08", "creative", "cp08c"), "", "not_an_object", "just a string"),
+        # the context profile's user does not exist: user_id is the dangling userId
+        row(("pX1", "ghost", "romantic", "cpX1"), "location", "orphan_context_profile", "Nowhere"),
+        row(("pX1", "ghost", "romantic", "cpX1"), "mystery", "orphan_context_profile", 1),
+        # the context profile does not exist: no user, no type, the dangling contextProfileId
+        row(("pX3", None, None, "cp_missing"), "location", "orphan_profile", "Lost"),
+        row(("pX3", None, None, "cp_missing"), "friendshipDepth", "orphan_profile", "close"),
+        row(("pX4", None, None, "cp_missing2"), "", "orphan_profile", 42),
+    ])
+
+
+def test_summary(built):
+    summary = {r["metric"]: r for r in built("select * from migration_dry_run.migration_summary")}
+    values = {metric: row["value"] for metric, row in summary.items()}
+    assert values["users"] == 11
+    assert values["profiles"] == 11 and summary["profiles"]["passed"] is True
+    assert values["context_profiles"] == 23
+    assert values["orphan_context_profiles"] == 3  # ghost, "U02", "u02 "
+    assert values["context_profiles_migrated"] == 20
+    assert values["context_intents"] == 19 and summary["context_intents"]["expected"] == 19
+    assert values["duplicate_context_profiles"] == 1
+    assert values["legacy_profiles"] == 24
+    assert values["legacy_profiles_migrated"] == 20
+    assert values["legacy_profiles_of_orphan_context_profiles"] == 2  # pX1, pX2 (SQL NULL data, still counted)
+    assert values["orphan_legacy_profiles"] == 2  # pX3, pX4
+    assert values["non_object_blobs"] == 3  # p08r, p08c, pX4
+    assert values["null_blobs"] == 3  # p08f, p08p, pX2
+    # keys: p02r 12, p03r 5, p03f 7, p03p 5, p04r 5, p04f 5, p05s 3, p06r 10, p07r1 2, p07r1b 3,
+    # p07r2 2, p07f 0, p09p 11, p10b 2, p10B 2, p11s 11, pX1 2, pX3 2
+    assert values["keys_seen"] == 89
+    assert values["keys_unmapped"] == 13
+    assert values["keys_mapped"] == 76
+    assert summary["keys_accounted"]["passed"] is True
+    assert values["conflicts"] == 4
+    assert values["users_with_conflicts"] == 3
+    assert values["conflict_rate"] == Decimal(3) / Decimal(11)
+    assert summary["conflict_rate"]["expected"] == Decimal("0.05") and summary["conflict_rate"]["passed"] is False
+    assert values["chat_messages"] == 7
+    # m1, m2 (cp02r), m3 (cp03f), m4 (cp07r2), m5 (cp05c, no Profile but migrated)
+    assert summary["chat_messages_mapped_to_one_intent"]["expected"] == 5
+    assert summary["chat_messages_mapped_to_one_intent"]["passed"] is True
+    assert values["chat_messages_of_orphan_context_profiles"] == 1
+    assert values["chat_messages_without_context_profile"] == 1
+    failing = [m for m, r in summary.items() if r["passed"] is False and m != "conflict_rate"]
+    assert failing == []

@@ -9,6 +9,7 @@ import functools
 import shlex
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -16,7 +17,7 @@ import typer
 from rich.console import Console
 
 from orchestrator import __version__
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import CheckFailed, OrchestratorError
 
 app = typer.Typer(
     help="Migrate legacy context-scoped profiles to a unified Profile + ContextIntent, safely.",
@@ -160,12 +161,17 @@ def db_destroy(
     out.print("Embedded PostgreSQL deleted.")
 
 
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (standard input is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def _confirm(question: str, yes: bool) -> None:
     from orchestrator.errors import Aborted
 
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not _interactive():
         raise OrchestratorError("this command changes data and there is no terminal to ask: use --yes")
     if not typer.confirm(question, default=False):
         raise Aborted("nothing was changed")
@@ -180,39 +186,296 @@ def fixtures_load(
     schema: Annotated[str, typer.Option(help="The schema that plays the app's legacy schema.")] = "legacy_fixtures",
 ) -> None:
     """(Re)create a legacy-shaped schema holding the fixture dataset."""
-    from orchestrator import fixtures
-    from orchestrator.config import Settings, connect_info, external_server_configured
+    from orchestrator import pipeline
+    from orchestrator.config import Settings, connect_info
 
     settings = Settings.load(legacy_schema=schema)
-    conn = connect_info(settings)
-    counts = fixtures.load(settings, conn, schema)
-    if not external_server_configured():
-        _project_server().remember_legacy_schema(schema)
+    counts = pipeline.load_fixtures(settings, connect_info(settings), schema)
     out.print(f"Loaded fixtures into schema {schema}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+
+
+def _context():
+    from orchestrator.config import Settings, connect_info
+
+    settings = Settings.load()
+    return settings, connect_info(settings)
 
 
 @app.command("dry-run")
 @handles_errors
 def dry_run_command() -> None:
-    """Build everything into the dry-run schema (`dbt build --target dry_run`) with all dbt tests."""
-    from orchestrator import pipeline
-    from orchestrator.config import Settings, connect_info
+    """Build everything into the dry-run schema (`dbt build --target dry_run`), with every dbt test.
 
-    settings = Settings.load()
-    conn = connect_info(settings)
+    Records a fingerprint of the legacy tables before and after the build, and prints the
+    verification summary. Exit 1 when a dbt test fails (the dry run is then not promotable).
+    """
+    from orchestrator import pipeline
+
+    settings, conn = _context()
     outcome = pipeline.dry_run(settings, conn, out)
     pipeline.print_dry_run(outcome, settings, out)
+
+
+def _read_users(users: list[str] | None, users_file: Path | None) -> list[str] | None:
+    if not users and users_file is None:
+        return None
+    ids = list(users or [])
+    if users_file is not None:
+        try:
+            text = users_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OrchestratorError(f"cannot read the users file {users_file}: {exc}") from None
+        ids += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise OrchestratorError("no user ids given: --user and --users-file were empty")
+    return list(dict.fromkeys(ids))
+
+
+def _confirm_plan(yes: bool, live_schema: str):
+    def confirm(plan: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"Changes to the live tables in schema {live_schema}")
+        for column in ("table", "insert", "update", "delete", "unchanged"):
+            table.add_column(column, justify="left" if column == "table" else "right")
+        for name, counts in plan.items():
+            table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "deleted", "unchanged")))
+        out.print(table)
+        _confirm("Promote these changes?", yes)
+
+    return confirm
+
+
+@app.command()
+@handles_errors
+def promote(
+    max_conflict_rate: Annotated[
+        float, typer.Option(help="Refuse when users with a conflict / all users exceeds this.", min=0.0, max=1.0)
+    ] = 0.05,
+    user: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--user",
+            help="Only this user (repeatable): rebuilt from current legacy data; other users' live rows are untouched.",
+        ),
+    ] = None,
+    users_file: Annotated[Path | None, typer.Option(help="A file of user ids, one per line (# comments).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite live rows the application changed since our last promote.")
+    ] = False,
+    lock_timeout: Annotated[str, typer.Option(help="How long to wait for a lock on the live tables.")] = "5s",
+) -> None:
+    """Publish the verified dry run into the live tables, atomically, if every gate holds.
+
+    Gates: the dry run is complete and every error-severity dbt test passed; the key accounting
+    reconciles; the conflict rate is at most --max-conflict-rate; the legacy data has not changed
+    since the dry run. Shows the rows to insert/update/delete and asks unless --yes.
+
+    Examples:
+      orchestrator promote --yes
+      orchestrator promote --user u123 --user u456
+      orchestrator promote --users-file ids.txt --max-conflict-rate 0.1
+    """
+    from decimal import Decimal
+
+    from orchestrator import pipeline
+    from orchestrator import promote as promoting
+
+    settings, conn = _context()
+    users = _read_users(user, users_file)
+    _refuse_without_terminal(yes)
+
+    def rebuild(pg):
+        # promote has filled the scope table with the users; rebuild them from current legacy data
+        from psycopg import sql
+
+        scope = sql.Identifier(settings.meta_schema, promoting.SCOPE_TABLE)
+        try:
+            return pipeline.dry_run(settings, conn, out, scope_table=scope, pg=pg).record
+        except CheckFailed:
+            from orchestrator import metadata
+
+            return metadata.latest_dry_run(pg, settings.meta_schema, "users")
+
+    result = promoting.promote(
+        settings,
+        conn,
+        max_conflict_rate=Decimal(str(max_conflict_rate)),
+        users=users,
+        confirm=_confirm_plan(yes, settings.live_schema),
+        force=force,
+        lock_timeout=lock_timeout,
+        rebuild_scope=rebuild,
+    )
+    for run in result.dead_runs:
+        out.print(
+            f"Note: {run['command']} run {run['run_id'][:12]} started {run['started_at']:%Y-%m-%d %H:%M:%S} "
+            f"died before finishing; nothing of it was committed (recorded as 'died')."
+        )
+    scope = f"{len(users)} users" if users else "all users"
+    out.print(
+        f"Promoted ({scope}) into schema {settings.live_schema}: run {result.run_id}"
+        + (" (created the live tables)" if result.created_tables else "")
+        + "."
+    )
+
+
+def _refuse_without_terminal(yes: bool) -> None:
+    if not yes and not _interactive():
+        raise OrchestratorError("this command changes the live tables and there is no terminal to ask: use --yes")
+
+
+@app.command()
+@handles_errors
+def rollback(
+    drop: Annotated[bool, typer.Option("--drop", help="Remove the new live tables entirely.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Roll back even if the application changed the live tables since our last promote."
+        ),
+    ] = False,
+    lock_timeout: Annotated[str, typer.Option(help="How long to wait for a lock on the live tables.")] = "5s",
+) -> None:
+    """Restore the live tables to their state before the last promote (dropping them if it created them).
+
+    Legacy tables are never touched: their fingerprint is compared before and after, and reported.
+    """
+    from orchestrator import promote as promoting
+
+    settings, conn = _context()
+    _refuse_without_terminal(yes)
+
+    def confirm(action: str) -> None:
+        out.print(f"Rollback will {action} in schema {settings.live_schema}.")
+        _confirm("Roll back?", yes)
+
+    result = promoting.rollback(settings, conn, drop=drop, confirm=confirm, force=force, lock_timeout=lock_timeout)
+    what = (
+        "dropped the live tables"
+        if result.dropped
+        else "restored the live tables to their state before promote "
+        f"{(result.undone_run_id or '')[:12]} ("
+        + "; ".join(f'"{t}" -{c["removed"]} +{c["restored"]}' for t, c in result.counts.items())
+        + ")"
+    )
+    out.print(f"Rolled back (run {result.run_id}): {what}.")
+    if result.legacy_unchanged:
+        out.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
+    else:
+        raise CheckFailed("the legacy tables' fingerprint changed during the rollback: the application wrote to them")
+
+
+@app.command()
+@handles_errors
+def verify(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Run the original plan's verification queries on the live tables; exit 1 if any fails."""
+    import json
+
+    from orchestrator import pipeline
+
+    settings, conn = _context()
+    checks = pipeline.verify(settings, conn)
+    if json_output:
+        out.print(json.dumps(checks, indent=2, default=str), markup=False)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Verification of the live tables in schema {settings.live_schema}")
+        for column in ("check", "value", "expected", "result"):
+            table.add_column(column)
+        for check in checks:
+            table.add_row(
+                check["check"], str(check["value"]), str(check["expected"]), "pass" if check["passed"] else "FAIL"
+            )
+        out.print(table)
+    failed = [c["check"] for c in checks if not c["passed"]]
+    if failed:
+        raise CheckFailed(f"{len(failed)} verification checks failed: {', '.join(failed)}")
+
+
+@app.command()
+@handles_errors
+def report(
+    format: Annotated[str, typer.Option("--format", help="csv, json or md.")] = "md",
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the report files.")] = Path("reports"),
+) -> None:
+    """Export the conflict log, the unmapped-field log and the verification summary (files mode 0600)."""
+    from orchestrator import pipeline
+
+    settings, conn = _context()
+    paths = pipeline.report(settings, conn, format, out_dir)
+    for path in paths:
+        out.print(f"Wrote {path}")
+
+
+@app.command()
+@handles_errors
+def runs(
+    limit: Annotated[int, typer.Option(help="How many runs to show.", min=1)] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """Show the promote/rollback audit history, newest first."""
+    import json
+
+    from orchestrator import db, metadata
+
+    settings, conn = _context()
+    with db.connect(conn) as pg:
+        history = metadata.runs(pg, settings.meta_schema, limit)
+    if json_output:
+        out.print(json.dumps(history, indent=2, default=str), markup=False)
+        return
+    if not history:
+        out.print("No promote or rollback has run yet.")
+        return
+    from rich.table import Table
+
+    table = Table(title="Promote / rollback audit")
+    for column in ("started", "command", "status", "run", "who", "scope", "dbt invocation", "note"):
+        table.add_column(column)
+    for run in history:
+        note = run["message"] or ("rolled back" if run["rolled_back_by"] else "")
+        table.add_row(
+            f"{run['started_at']:%Y-%m-%d %H:%M:%S}",
+            run["command"],
+            run["status"],
+            run["run_id"][:12],
+            run["os_user"],
+            run["scope"] + (f" ({run['scope_users']})" if run["scope_users"] else ""),
+            run["dbt_invocation_id"] or "",
+            note[:80],
+        )
+    out.print(table)
+
+
+@app.command()
+@handles_errors
+def cleanup(
+    keep: Annotated[int, typer.Option(help="Rollback levels to keep (at least 1).")] = 1,
+) -> None:
+    """Remove rollback backups older than the last --keep promotes."""
+    from orchestrator import promote as promoting
+
+    settings, conn = _context()
+    removed = promoting.cleanup(settings, conn, keep)
+    out.print(f"Removed the backups of {len(removed)} older promotes; kept {keep} rollback level(s).")
 
 
 @app.command()
 @handles_errors
 def demo(
     schema: Annotated[str, typer.Option(help="The fixtures schema that plays the app's schema.")] = "legacy_fixtures",
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the report.")] = Path("reports"),
 ) -> None:
-    """Run the whole flow on the fixture dataset: start the server, load fixtures, dry run."""
+    """The whole flow on the fixture dataset: fixtures -> dry run -> promote -> verify -> report."""
     from orchestrator import pipeline
 
-    pipeline.demo(schema, out)
+    pipeline.demo(schema, out, out_dir)
 
 
 def main() -> None:

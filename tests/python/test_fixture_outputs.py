@@ -21,7 +21,6 @@ from rich.console import Console
 from orchestrator import fixtures, pipeline
 
 
-
 def ts(month: int, hour: int) -> dt.datetime:
     return dt.datetime(2024, month, 1, hour)
 
@@ -64,24 +63,65 @@ def test_profiles(built):
         assert actual == expected, user_id
 
     # u01: no context profiles at all -> an empty profile, completeness 0, the User's timestamps
-    check("u01", core_values=[], beliefs={}, interaction_style={}, lifestyle={}, constraints=[], location=None,
-          age_range=None, name=None, completeness=0, missing=ALL_PROFILE, created_at=ts(1, 9), updated_at=ts(1, 10))
+    check(
+        "u01",
+        core_values=[],
+        beliefs={},
+        interaction_style={},
+        lifestyle={},
+        constraints=[],
+        location=None,
+        age_range=None,
+        name=None,
+        completeness=0,
+        missing=ALL_PROFILE,
+        created_at=ts(1, 9),
+        updated_at=ts(1, 10),
+    )
     # u02: one context, one complete profile
-    check("u02", core_values=["honesty", "kindness"], beliefs={"religion": "none", "politics": "moderate"},
-          interaction_style={"pace": "slow"}, lifestyle={"pets": "cat"}, constraints=["no smoking"],
-          location="Berlin", age_range="30-35", name="Ann", completeness=100, missing=[],
-          created_at=ts(3, 10), updated_at=ts(3, 11))
+    check(
+        "u02",
+        core_values=["honesty", "kindness"],
+        beliefs={"religion": "none", "politics": "moderate"},
+        interaction_style={"pace": "slow"},
+        lifestyle={"pets": "cat"},
+        constraints=["no smoking"],
+        location="Berlin",
+        age_range="30-35",
+        name="Ann",
+        completeness=100,
+        missing=[],
+        created_at=ts(3, 10),
+        updated_at=ts(3, 11),
+    )
     # u03: three contexts; arrays unioned in context order (romantic, friendship, professional);
     # objects unioned; equal locations do not conflict; timestamps min/max over its three profiles
-    check("u03", core_values=["honesty", "curiosity", "loyalty"],
-          beliefs={"religion": "buddhist", "politics": "green"}, interaction_style={"meetings": "async"},
-          lifestyle={"diet": "vegan"}, constraints=["remote only"], location="Paris", age_range="40-45", name=None,
-          completeness=100, missing=[], created_at=ts(3, 10), updated_at=ts(3, 13))
+    check(
+        "u03",
+        core_values=["honesty", "curiosity", "loyalty"],
+        beliefs={"religion": "buddhist", "politics": "green"},
+        interaction_style={"meetings": "async"},
+        lifestyle={"diet": "vegan"},
+        constraints=["remote only"],
+        location="Paris",
+        age_range="40-45",
+        name=None,
+        completeness=100,
+        missing=[],
+        created_at=ts(3, 10),
+        updated_at=ts(3, 13),
+    )
     # u04: cp04f (friendship) is created first, so its values win; " Bo " trims to "Bo" (no conflict);
     # beliefs.x objects are equal whatever their key order
-    check("u04", location="NYC", age_range="25-30", name="Bo",
-          beliefs={"religion": "atheist", "x": {"a": 1, "b": 2}}, completeness=43,
-          missing=["coreValues", "interactionStyle", "lifestyle", "constraints"])
+    check(
+        "u04",
+        location="NYC",
+        age_range="25-30",
+        name="Bo",
+        beliefs={"religion": "atheist", "x": {"a": 1, "b": 2}},
+        completeness=43,
+        missing=["coreValues", "interactionStyle", "lifestyle", "constraints"],
+    )
     # u05: the creative context has no Profile; the service one gives a location: 1/7 -> 14
     check("u05", location="Rome", completeness=14, created_at=ts(3, 10), updated_at=ts(3, 11))
     # u06: every shared key is a type mismatch or unknown -> nothing migrates
@@ -93,9 +133,18 @@ def test_profiles(built):
     # u09: 30 and "30" are one value; " x " trims; null and "" dropped; true -> "true"; 1.50 -> "1.50"
     # (same text as "1.50"); whitespace-only location is absent; \v and \f are trimmed; a lone string
     # is a one-element array; an object whose only sub-value is null is absent
-    check("u09", core_values=["30", "x", "true", "1.50"], constraints=["solo"], age_range="30", name="Zoe",
-          location=None, lifestyle={}, interaction_style={"humour": "dry"}, completeness=57,
-          missing=["beliefs", "lifestyle", "location"])
+    check(
+        "u09",
+        core_values=["30", "x", "true", "1.50"],
+        constraints=["solo"],
+        age_range="30",
+        name="Zoe",
+        location=None,
+        lifestyle={},
+        interaction_style={"humour": "dry"},
+        completeness=57,
+        missing=["beliefs", "lifestyle", "location"],
+    )
     # u10: equal createdAt: context profile ids in byte order, "cp10_B" < "cp10_b" -> Quito first
     check("u10", location="Quito", completeness=14)
     check("u11", completeness=100, missing=[], core_values=["a"], beliefs={"b": 1})
@@ -104,13 +153,29 @@ def test_profiles(built):
 def test_context_intents(built):
     intents = {(r["user_id"], r["context_type"]): r for r in built("select * from migration_dry_run.context_intent")}
     # distinct non-orphan (user, type): u07's two romantic context profiles make one intent
-    assert sorted(intents) == sorted([
-        ("u02", "romantic"), ("u03", "romantic"), ("u03", "friendship"), ("u03", "professional"),
-        ("u04", "friendship"), ("u04", "romantic"), ("u05", "creative"), ("u05", "service"), ("u06", "romantic"),
-        ("u07", "romantic"), ("u07", "friendship"), ("u08", "romantic"), ("u08", "friendship"),
-        ("u08", "professional"), ("u08", "creative"), ("u09", "professional"), ("u10", "service"),
-        ("u10", "creative"), ("u11", "service"),
-    ])
+    assert sorted(intents) == sorted(
+        [
+            ("u02", "romantic"),
+            ("u03", "romantic"),
+            ("u03", "friendship"),
+            ("u03", "professional"),
+            ("u04", "friendship"),
+            ("u04", "romantic"),
+            ("u05", "creative"),
+            ("u05", "service"),
+            ("u06", "romantic"),
+            ("u07", "romantic"),
+            ("u07", "friendship"),
+            ("u08", "romantic"),
+            ("u08", "friendship"),
+            ("u08", "professional"),
+            ("u08", "creative"),
+            ("u09", "professional"),
+            ("u10", "service"),
+            ("u10", "creative"),
+            ("u11", "service"),
+        ]
+    )
     for (user_id, context_type), row in intents.items():
         assert row["id"] == intent_id(user_id, context_type)
 
@@ -118,75 +183,148 @@ def test_context_intents(built):
         row = intents[key]
         assert {k: row[k] for k in expected} == expected, key
 
-    check(("u02", "romantic"), relationship_timeline="open_to_soon", exclusivity_expectation="monogamous",
-          family_intentions="want_kids", attraction_importance="important", friendship_depth=None,
-          completeness=100, missing=[])
-    check(("u03", "professional"), partnership_type="cofounder", complementary_skills=["sales", "design"],
-          completeness=50, missing=["commitmentHorizon", "equityOrRevShare"])
-    check(("u03", "friendship"), friendship_depth="close", group_activity_preference="small_group",
-          emotional_support_expectation="moderate", completeness=100)
-    check(("u03", "romantic"), complementary_skills=None, completeness=50,
-          missing=["familyIntentions", "attractionImportance"])
+    check(
+        ("u02", "romantic"),
+        relationship_timeline="open_to_soon",
+        exclusivity_expectation="monogamous",
+        family_intentions="want_kids",
+        attraction_importance="important",
+        friendship_depth=None,
+        completeness=100,
+        missing=[],
+    )
+    check(
+        ("u03", "professional"),
+        partnership_type="cofounder",
+        complementary_skills=["sales", "design"],
+        completeness=50,
+        missing=["commitmentHorizon", "equityOrRevShare"],
+    )
+    check(
+        ("u03", "friendship"),
+        friendship_depth="close",
+        group_activity_preference="small_group",
+        emotional_support_expectation="moderate",
+        completeness=100,
+    )
+    check(
+        ("u03", "romantic"),
+        complementary_skills=None,
+        completeness=50,
+        missing=["familyIntentions", "attractionImportance"],
+    )
     # no Profile for cp05c: the intent takes its ContextProfile's timestamps
-    check(("u05", "creative"), completeness=0, created_at=ts(2, 10), updated_at=ts(2, 11),
-          missing=["creativeType", "roleNeeded", "processStyle", "egoBalance", "compensationExpectation"])
+    check(
+        ("u05", "creative"),
+        completeness=0,
+        created_at=ts(2, 10),
+        updated_at=ts(2, 11),
+        missing=["creativeType", "roleNeeded", "processStyle", "egoBalance", "compensationExpectation"],
+    )
     # wrong-context friendshipDepth and the type-mismatched relationshipTimeline do not migrate
-    check(("u06", "romantic"), family_intentions="open", relationship_timeline=None, friendship_depth=None,
-          completeness=25)
+    check(
+        ("u06", "romantic"),
+        family_intentions="open",
+        relationship_timeline=None,
+        friendship_depth=None,
+        completeness=25,
+    )
     # two romantic context profiles merge in context order: open_to_soon (cp07r1) beats actively_looking
-    check(("u07", "romantic"), relationship_timeline="open_to_soon", exclusivity_expectation="monogamous",
-          family_intentions="open", completeness=75, missing=["attractionImportance"],
-          created_at=ts(3, 9), updated_at=ts(3, 12))
+    check(
+        ("u07", "romantic"),
+        relationship_timeline="open_to_soon",
+        exclusivity_expectation="monogamous",
+        family_intentions="open",
+        completeness=75,
+        missing=["attractionImportance"],
+        created_at=ts(3, 9),
+        updated_at=ts(3, 12),
+    )
     check(("u07", "friendship"), completeness=0, created_at=ts(3, 10), updated_at=ts(3, 11))
     # numbers and booleans as jsonb prints them; a JSON null partnershipType is absent
-    check(("u09", "professional"), equity_or_rev_share="1.500", commitment_horizon="true",
-          complementary_skills=["python"], partnership_type=None, completeness=75, missing=["partnershipType"])
-    check(("u11", "service"), service_type="offering", budget_range="flexible", timeline_needed="weeks",
-          credentials_required="licensed", completeness=100)
+    check(
+        ("u09", "professional"),
+        equity_or_rev_share="1.500",
+        commitment_horizon="true",
+        complementary_skills=["python"],
+        partnership_type=None,
+        completeness=75,
+        missing=["partnershipType"],
+    )
+    check(
+        ("u11", "service"),
+        service_type="offering",
+        budget_range="flexible",
+        timeline_needed="weeks",
+        credentials_required="licensed",
+        completeness=100,
+    )
 
 
 def test_conflicts(built):
-    rows = built("select user_id, context_type, field, \"values\", chosen from migration_dry_run.migration_conflicts")
+    rows = built('select user_id, context_type, field, "values", chosen from migration_dry_run.migration_conflicts')
     assert sorted(rows, key=lambda r: (r["user_id"], r["field"])) == [
-        {"user_id": "u04", "context_type": None, "field": "beliefs.religion", "values": ["atheist", "catholic"],
-         "chosen": "atheist"},
+        {
+            "user_id": "u04",
+            "context_type": None,
+            "field": "beliefs.religion",
+            "values": ["atheist", "catholic"],
+            "chosen": "atheist",
+        },
         {"user_id": "u04", "context_type": None, "field": "location", "values": ["NYC", "SF"], "chosen": "NYC"},
-        {"user_id": "u07", "context_type": "romantic", "field": "relationshipTimeline",
-         "values": ["open_to_soon", "actively_looking"], "chosen": "open_to_soon"},
+        {
+            "user_id": "u07",
+            "context_type": "romantic",
+            "field": "relationshipTimeline",
+            "values": ["open_to_soon", "actively_looking"],
+            "chosen": "open_to_soon",
+        },
         {"user_id": "u10", "context_type": None, "field": "location", "values": ["Quito", "Lima"], "chosen": "Quito"},
     ]
 
 
 def test_unmapped_fields(built):
     rows = built("select * from migration_dry_run.migration_unmapped_fields")
-    got = sorted((r["legacy_profile_id"], r["key"] or "", r["reason"], r["user_id"], r["context_type"],
-                  r["context_profile_id"], json.dumps(r["value"], default=str)) for r in rows)
+    got = sorted(
+        (
+            r["legacy_profile_id"],
+            r["key"] or "",
+            r["reason"],
+            r["user_id"],
+            r["context_type"],
+            r["context_profile_id"],
+            json.dumps(r["value"], default=str),
+        )
+        for r in rows
+    )
     u06 = ("p06r", "u06", "romantic", "cp06r")
 
     def row(base, key, reason, value):
         profile, user, context_type, context_profile = base
         return (profile, key, reason, user, context_type, context_profile, json.dumps(value))
 
-    assert got == sorted([
-        row(u06, "favouriteColour", "unknown_key", "blue"),
-        row(u06, "Location", "unknown_key", "Oslo"),  # keys match case-sensitively
-        row(u06, "notes", "unknown_key", None),  # a JSON null value stays jsonb null
-        row(u06, "friendshipDepth", "wrong_context", "close"),
-        row(u06, "location", "type_mismatch", {"city": "Oslo"}),
-        row(u06, "coreValues", "type_mismatch", {"a": 1}),
-        row(u06, "beliefs", "type_mismatch", ["x"]),
-        row(u06, "relationshipTimeline", "type_mismatch", ["soon"]),
-        row(u06, "constraints", "type_mismatch", ["ok", {"bad": 1}]),
-        row(("p08r", "u08", "romantic", "cp08r"), "", "not_an_object", ["not", "an", "object"]),
-        row(("p08c", "u08", "creative", "cp08c"), "", "not_an_object", "just a string"),
-        # the context profile's user does not exist: user_id is the dangling userId
-        row(("pX1", "ghost", "romantic", "cpX1"), "location", "orphan_context_profile", "Nowhere"),
-        row(("pX1", "ghost", "romantic", "cpX1"), "mystery", "orphan_context_profile", 1),
-        # the context profile does not exist: no user, no type, the dangling contextProfileId
-        row(("pX3", None, None, "cp_missing"), "location", "orphan_profile", "Lost"),
-        row(("pX3", None, None, "cp_missing"), "friendshipDepth", "orphan_profile", "close"),
-        row(("pX4", None, None, "cp_missing2"), "", "orphan_profile", 42),
-    ])
+    assert got == sorted(
+        [
+            row(u06, "favouriteColour", "unknown_key", "blue"),
+            row(u06, "Location", "unknown_key", "Oslo"),  # keys match case-sensitively
+            row(u06, "notes", "unknown_key", None),  # a JSON null value stays jsonb null
+            row(u06, "friendshipDepth", "wrong_context", "close"),
+            row(u06, "location", "type_mismatch", {"city": "Oslo"}),
+            row(u06, "coreValues", "type_mismatch", {"a": 1}),
+            row(u06, "beliefs", "type_mismatch", ["x"]),
+            row(u06, "relationshipTimeline", "type_mismatch", ["soon"]),
+            row(u06, "constraints", "type_mismatch", ["ok", {"bad": 1}]),
+            row(("p08r", "u08", "romantic", "cp08r"), "", "not_an_object", ["not", "an", "object"]),
+            row(("p08c", "u08", "creative", "cp08c"), "", "not_an_object", "just a string"),
+            # the context profile's user does not exist: user_id is the dangling userId
+            row(("pX1", "ghost", "romantic", "cpX1"), "location", "orphan_context_profile", "Nowhere"),
+            row(("pX1", "ghost", "romantic", "cpX1"), "mystery", "orphan_context_profile", 1),
+            # the context profile does not exist: no user, no type, the dangling contextProfileId
+            row(("pX3", None, None, "cp_missing"), "location", "orphan_profile", "Lost"),
+            row(("pX3", None, None, "cp_missing"), "friendshipDepth", "orphan_profile", "close"),
+            row(("pX4", None, None, "cp_missing2"), "", "orphan_profile", 42),
+        ]
+    )
 
 
 def test_summary(built):

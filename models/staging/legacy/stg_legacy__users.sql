@@ -1,5 +1,10 @@
+{#- a partial rebuild (var user_scope) keeps only the listed users' rows -#}
+{%- set user_scope = source('migration_meta', 'user_scope') %}
 with source as (
     select * from {{ source('legacy', 'User') }}
+    {%- if var('user_scope', false) %}
+    where "id" in (select user_id from {{ user_scope }})
+    {%- endif %}
 ),
 
 renamed as (

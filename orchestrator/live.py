@@ -1,0 +1,293 @@
+"""The live tables: their DDL (Prisma's migration.sql), the dry-run -> live column mapping, the
+change plan, the write, the rollback backups and the snapshot used to detect drift.
+
+One place decides each thing: the live DDL is ``sql/unified_profile_migration.sql``; the column
+mapping is derived (snake_case dry-run column -> camelCase live column) and checked against both
+catalogs, never listed by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psycopg
+from psycopg import sql
+
+from orchestrator import db
+from orchestrator.errors import OrchestratorError
+
+# dry-run mart -> live table
+LIVE_TABLES = {"profile": "UserProfile", "context_intent": "ContextIntent"}
+MIGRATION_FILE = "unified_profile_migration.sql"
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    dry: str
+    live: str
+    live_type: str  # format_type() of the live column, as the server prints (and quotes) it
+
+
+@dataclasses.dataclass(frozen=True)
+class TablePair:
+    dry_schema: str
+    dry_table: str
+    live_schema: str
+    live_table: str
+    columns: tuple[Column, ...]
+
+    @property
+    def dry(self) -> sql.Identifier:
+        return sql.Identifier(self.dry_schema, self.dry_table)
+
+    @property
+    def live(self) -> sql.Identifier:
+        return sql.Identifier(self.live_schema, self.live_table)
+
+    def dry_values(self, alias: str) -> sql.Composable:
+        """The dry-run row's values, cast to the live columns' types, in live column order."""
+        return sql.SQL(", ").join(
+            sql.SQL("cast({}.{} as {})").format(sql.Identifier(alias), sql.Identifier(c.dry), sql.SQL(c.live_type))
+            for c in self.columns
+        )
+
+    def live_values(self, alias: str) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c.live)) for c in self.columns
+        )
+
+    def live_column_list(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(c.live) for c in self.columns)
+
+    def same_row(self) -> sql.Composable:
+        """True when dry-run row ``d`` and live row ``l`` are identical (values and id)."""
+        return sql.SQL("row({}) is not distinct from row({})").format(self.dry_values("d"), self.live_values("l"))
+
+
+def _columns(pg: psycopg.Connection, schema: str, table: str) -> list[tuple[str, str]]:
+    return pg.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute as a"
+        " join pg_class as c on c.oid = a.attrelid join pg_namespace as n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped order by a.attnum",
+        [schema, table],
+    ).fetchall()
+
+
+def live_tables_present(pg: psycopg.Connection, live_schema: str) -> dict[str, bool]:
+    return {live: db.table_exists(pg, live_schema, live) for live in LIVE_TABLES.values()}
+
+
+def table_pairs(pg: psycopg.Connection, dry_schema: str, live_schema: str) -> list[TablePair]:
+    pairs = []
+    for dry_table, live_table in LIVE_TABLES.items():
+        dry_columns = [name for name, _ in _columns(pg, dry_schema, dry_table)]
+        live_columns = dict(_columns(pg, live_schema, live_table))
+        if not dry_columns:
+            raise OrchestratorError(
+                f"the dry-run table {dry_schema}.{dry_table} does not exist: run `orchestrator dry-run`"
+            )
+        mapped = {camel(name): name for name in dry_columns}
+        if set(mapped) != set(live_columns):
+            raise OrchestratorError(
+                f'the live table {live_schema}."{live_table}" does not have the columns of the dry run '
+                f"(missing: {sorted(set(mapped) - set(live_columns))}, unexpected: "
+                f"{sorted(set(live_columns) - set(mapped))}): it was not created from {MIGRATION_FILE}"
+            )
+        columns = tuple(Column(mapped[live], live, live_type) for live, live_type in live_columns.items())
+        pairs.append(TablePair(dry_schema, dry_table, live_schema, live_table, columns))
+    return pairs
+
+
+def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
+    """Run Prisma's migration.sql as-is: unqualified names resolve in the live schema, then the legacy
+    one (where "User" and the enum live when the live schema differs)."""
+    path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys([live_schema, legacy_schema]))
+    pg.execute(sql.SQL("set local search_path to {}").format(path))
+    pg.execute(db.packaged_sql(MIGRATION_FILE))
+    pg.execute("set local search_path to default")
+
+
+def drop_live_tables(pg: psycopg.Connection, live_schema: str) -> None:
+    for live_table in reversed(list(LIVE_TABLES.values())):
+        pg.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(live_schema, live_table)))
+
+
+# -- scope ---------------------------------------------------------------------------------------------
+
+
+def scope_filter(column: sql.Composable, scope_table: sql.Composable | None) -> sql.Composable:
+    """All rows (no scope), or those of the users listed in ``scope_table`` (a table of user_id)."""
+    if scope_table is None:
+        return sql.SQL("true")
+    return sql.SQL("{} in (select user_id from {})").format(column, scope_table)
+
+
+# -- plan, write, backup, restore ---------------------------------------------------------------------
+
+
+def plan(
+    pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None, live_exists: bool
+) -> dict[str, int]:
+    """Rows the promote would insert / update / delete in this live table."""
+    dry_scope = scope_filter(sql.SQL("d.user_id"), scope_table)
+    if not live_exists:
+        count = pg.execute(sql.SQL("select count(*) from {} as d where {}").format(pair.dry, dry_scope)).fetchone()[0]
+        return {"inserted": count, "updated": 0, "deleted": 0, "unchanged": 0}
+    live_scope = scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table)
+    query = sql.SQL(
+        "select count(*) filter (where l.{id} is null), count(*) filter (where d.id is null),"
+        " count(*) filter (where d.id is not null and l.{id} is not null and not ({same})),"
+        " count(*) filter (where d.id is not null and l.{id} is not null and ({same}))"
+        " from (select * from {dry} as d where {dry_scope}) as d"
+        " full join (select * from {live} as l where {live_scope}) as l on d.id = l.{id}"
+    ).format(
+        id=sql.Identifier("id"),
+        same=pair.same_row(),
+        dry=pair.dry,
+        dry_scope=dry_scope,
+        live=pair.live,
+        live_scope=live_scope,
+    )
+    inserted, deleted, updated, unchanged = pg.execute(query).fetchone()
+    return {"inserted": inserted, "updated": updated, "deleted": deleted, "unchanged": unchanged}
+
+
+def backup_table(meta_schema: str, pair: TablePair) -> sql.Identifier:
+    return sql.Identifier(meta_schema, f"backup_{pair.live_table}")
+
+
+def inserted_ids_table(meta_schema: str) -> sql.Identifier:
+    return sql.Identifier(meta_schema, "run_inserted_ids")
+
+
+def ensure_backup_tables(pg: psycopg.Connection, meta_schema: str, pair: TablePair) -> None:
+    pg.execute(
+        sql.SQL("create table if not exists {} (run_id text not null, like {})").format(
+            backup_table(meta_schema, pair), pair.live
+        )
+    )
+    pg.execute(
+        sql.SQL(
+            "create table if not exists {} (run_id text not null, table_name text not null,"
+            " id text not null, primary key (run_id, table_name, id))"
+        ).format(inserted_ids_table(meta_schema))
+    )
+
+
+def write(
+    pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None, meta_schema: str, run_id: str
+) -> None:
+    """Make the live rows in scope identical to the dry run's, touching only rows that differ.
+
+    The rows replaced or removed go to the backup table and the ids written to run_inserted_ids, so
+    that rollback can restore exactly the state before this run.
+    """
+    ensure_backup_tables(pg, meta_schema, pair)
+    live_scope = scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table)
+    dry_scope = scope_filter(sql.SQL("d.user_id"), scope_table)
+    pg.execute(
+        sql.SQL(
+            "with removed as (delete from {live} as l where {live_scope} and not exists"
+            " (select 1 from {dry} as d where d.id = l.{id} and {same}) returning l.*)"
+            " insert into {backup} select %s, removed.* from removed"
+        ).format(
+            live=pair.live,
+            live_scope=live_scope,
+            dry=pair.dry,
+            id=sql.Identifier("id"),
+            same=pair.same_row(),
+            backup=backup_table(meta_schema, pair),
+        ),
+        [run_id],
+    )
+    pg.execute(
+        sql.SQL(
+            "with added as (insert into {live} as l ({columns}) select {values} from {dry} as d where {dry_scope}"
+            " and not exists (select 1 from {live} as l where l.{id} = d.id) returning l.{id})"
+            " insert into {inserted} select %s, %s, added.{id} from added"
+        ).format(
+            live=pair.live,
+            columns=pair.live_column_list(),
+            values=pair.dry_values("d"),
+            dry=pair.dry,
+            dry_scope=dry_scope,
+            id=sql.Identifier("id"),
+            inserted=inserted_ids_table(meta_schema),
+        ),
+        [run_id, pair.live_table],
+    )
+
+
+def restore(pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: str) -> dict[str, int]:
+    """Undo one run's write: remove the rows it inserted, put back the rows it replaced or removed."""
+    ensure_backup_tables(pg, meta_schema, pair)
+    removed = pg.execute(
+        sql.SQL(
+            "delete from {live} as l using {inserted} as i where i.run_id = %s and i.table_name = %s and l.{id} = i.id"
+        ).format(live=pair.live, inserted=inserted_ids_table(meta_schema), id=sql.Identifier("id")),
+        [run_id, pair.live_table],
+    ).rowcount
+    columns = pair.live_column_list()
+    restored = pg.execute(
+        sql.SQL("insert into {live} ({columns}) select {columns} from {backup} where run_id = %s").format(
+            live=pair.live, columns=columns, backup=backup_table(meta_schema, pair)
+        ),
+        [run_id],
+    ).rowcount
+    return {"removed": removed, "restored": restored}
+
+
+def forget_run(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None:
+    """Drop the backups of runs that can no longer be rolled back."""
+    for live_table in LIVE_TABLES.values():
+        backup = sql.Identifier(meta_schema, f"backup_{live_table}")
+        if db.table_exists(pg, meta_schema, f"backup_{live_table}"):
+            pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(backup), [run_ids])
+    if db.table_exists(pg, meta_schema, "run_inserted_ids"):
+        pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(inserted_ids_table(meta_schema)), [run_ids])
+
+
+# -- snapshot and drift -------------------------------------------------------------------------------
+
+
+def _row_hashes(live: sql.Identifier) -> sql.Composable:
+    return sql.SQL("select l.{id} as id, md5(l::text) as row_hash from {live} as l").format(
+        id=sql.Identifier("id"), live=live
+    )
+
+
+def refresh_snapshot(pg: psycopg.Connection, meta_schema: str, live_schema: str) -> None:
+    """Record what the live tables hold now, as we left them."""
+    snapshot = sql.Identifier(meta_schema, "live_snapshot")
+    pg.execute(sql.SQL("delete from {}").format(snapshot))
+    for live_table in LIVE_TABLES.values():
+        if db.table_exists(pg, live_schema, live_table):
+            pg.execute(
+                sql.SQL("insert into {} (table_name, id, row_hash) select %s, h.id, h.row_hash from ({}) as h").format(
+                    snapshot, _row_hashes(sql.Identifier(live_schema, live_table))
+                ),
+                [live_table],
+            )
+
+
+def drift(pg: psycopg.Connection, meta_schema: str, live_schema: str) -> dict[str, int]:
+    """Rows of each live table that differ from what we last left there (added, changed or removed)."""
+    snapshot = sql.Identifier(meta_schema, "live_snapshot")
+    result = {}
+    for live_table in LIVE_TABLES.values():
+        if not db.table_exists(pg, live_schema, live_table):
+            continue
+        count = pg.execute(
+            sql.SQL(
+                "select count(*) from ({hashes}) as h full join (select * from {snapshot} where table_name = %s) as s"
+                " on h.id = s.id where h.row_hash is distinct from s.row_hash"
+            ).format(hashes=_row_hashes(sql.Identifier(live_schema, live_table)), snapshot=snapshot),
+            [live_table],
+        ).fetchone()[0]
+        result[live_table] = count
+    return result

@@ -1,0 +1,168 @@
+"""The metadata schema: dry-run records and the promote/rollback audit (spec §8, §9)."""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from orchestrator import db
+
+
+def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
+    """Create the metadata schema and tables if absent; nobody but the owner may read them."""
+    with pg.transaction():
+        pg.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(meta_schema)))
+        pg.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(meta_schema)))
+        db.set_search_path(pg, meta_schema)
+        pg.execute(db.packaged_sql("metadata.sql"))
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _table(meta_schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(meta_schema, name)
+
+
+# -- dry runs --------------------------------------------------------------------------------------
+
+
+def start_dry_run(
+    pg, meta_schema: str, *, legacy_schema: str, dry_run_schema: str, scope: str, fingerprint: dict
+) -> str:
+    dry_run_id = new_id()
+    pg.execute(
+        sql.SQL(
+            "insert into {} (dry_run_id, status, scope, legacy_schema, dry_run_schema, fingerprint_before)"
+            " values (%s, 'started', %s, %s, %s, %s)"
+        ).format(_table(meta_schema, "dry_runs")),
+        [dry_run_id, scope, legacy_schema, dry_run_schema, Jsonb(fingerprint)],
+    )
+    return dry_run_id
+
+
+def finish_dry_run(pg, meta_schema: str, dry_run_id: str, **fields) -> None:
+    fields = {key: Jsonb(value) if isinstance(value, dict) else value for key, value in fields.items()}
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(key)) for key in fields)
+    pg.execute(
+        sql.SQL("update {} set finished_at = clock_timestamp(), {} where dry_run_id = %s").format(
+            _table(meta_schema, "dry_runs"), assignments
+        ),
+        [*fields.values(), dry_run_id],
+    )
+
+
+def latest_dry_run(pg, meta_schema: str, scope: str = "all") -> dict | None:
+    if not db.table_exists(pg, meta_schema, "dry_runs"):
+        return None
+    cur = pg.execute(
+        sql.SQL("select * from {} where scope = %s order by started_at desc limit 1").format(
+            _table(meta_schema, "dry_runs")
+        ),
+        [scope],
+    )
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+# -- the audit ---------------------------------------------------------------------------------------
+
+
+def record_run(
+    pg,
+    meta_schema: str,
+    *,
+    command: str,
+    status: str,
+    live_schema: str,
+    scope: str,
+    scope_users: int | None = None,
+    dry_run: dict | None = None,
+    gates: dict | None = None,
+    message: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    run_id = run_id or new_id()
+    pg.execute(
+        sql.SQL(
+            "insert into {} (run_id, command, status, os_user, dry_run_id, dbt_invocation_id, live_schema,"
+            " scope, scope_users, gates, message, finished_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " case when %s = 'started' then null else clock_timestamp() end)"
+        ).format(_table(meta_schema, "runs")),
+        [
+            run_id,
+            command,
+            status,
+            os_user(),
+            dry_run and dry_run["dry_run_id"],
+            dry_run and dry_run["dbt_invocation_id"],
+            live_schema,
+            scope,
+            scope_users,
+            Jsonb(gates) if gates is not None else None,
+            message,
+            status,
+        ],
+    )
+    return run_id
+
+
+def finish_run(pg, meta_schema: str, run_id: str, status: str, **fields) -> None:
+    fields = {key: Jsonb(value) if isinstance(value, dict) else value for key, value in fields.items()}
+    assignments = sql.SQL("").join(sql.SQL(", {} = %s").format(sql.Identifier(key)) for key in fields)
+    pg.execute(
+        sql.SQL("update {} set status = %s, finished_at = clock_timestamp(){} where run_id = %s").format(
+            _table(meta_schema, "runs"), assignments
+        ),
+        [status, *fields.values(), run_id],
+    )
+
+
+def mark_dead_runs(pg, meta_schema: str) -> list[dict]:
+    """Runs left at 'started' died (the caller holds the promote lock, so none is running): say so."""
+    cur = pg.execute(
+        sql.SQL(
+            "update {} set status = 'died', finished_at = clock_timestamp(),"
+            " message = 'the process died before recording an outcome; nothing of it was committed'"
+            " where status = 'started' returning run_id, command, started_at"
+        ).format(_table(meta_schema, "runs"))
+    )
+    return [{"run_id": r[0], "command": r[1], "started_at": r[2]} for r in cur.fetchall()]
+
+
+def last_committed_promote(pg, meta_schema: str) -> dict | None:
+    cur = pg.execute(
+        sql.SQL(
+            "select * from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
+            " order by started_at desc limit 1"
+        ).format(_table(meta_schema, "runs"))
+    )
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def runs(pg, meta_schema: str, limit: int = 50) -> list[dict]:
+    if not db.table_exists(pg, meta_schema, "runs"):
+        return []
+    cur = pg.execute(
+        sql.SQL(
+            "select run_id, command, status, started_at, finished_at, os_user, db_user, dry_run_id,"
+            " dbt_invocation_id, live_schema, scope, scope_users, created_tables, gates, counts, message,"
+            " rolled_back_by, undoes_run_id from {} order by started_at desc limit %s"
+        ).format(_table(meta_schema, "runs")),
+        [limit],
+    )
+    return [dict(zip([c.name for c in cur.description], row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,55 @@
+-- The metadata schema: dry-run records, the promote/rollback audit, rollback backups and the
+-- snapshot of what we last wrote to the live tables. Run with search_path set to the metadata
+-- schema; idempotent. It holds copies of personal data: no privileges for PUBLIC.
+
+create table if not exists dry_runs (
+    dry_run_id         text primary key,
+    started_at         timestamptz not null default clock_timestamp(),
+    finished_at        timestamptz,
+    status             text not null check (status in ('started', 'built', 'failed')),
+    scope              text not null default 'all',          -- 'all' or 'users'
+    dbt_invocation_id  text,
+    legacy_schema      text not null,
+    dry_run_schema     text not null,
+    models_version     text,                                  -- hash of the dbt manifest's node checksums
+    fingerprint_before jsonb,
+    fingerprint_after  jsonb,
+    chat_fingerprint   jsonb,
+    error_failures     integer,
+    warn_failures      integer,
+    message            text
+);
+
+create table if not exists runs (
+    run_id             text primary key,
+    command            text not null check (command in ('promote', 'rollback')),
+    started_at         timestamptz not null default clock_timestamp(),
+    finished_at        timestamptz,
+    status             text not null check (status in ('started', 'committed', 'refused', 'failed', 'died')),
+    os_user            text not null,
+    db_user            text not null default current_user,
+    dry_run_id         text,
+    dbt_invocation_id  text,
+    live_schema        text not null,
+    scope              text not null,                         -- 'all' or 'users'
+    scope_users        integer,
+    created_tables     boolean not null default false,
+    gates              jsonb,
+    counts             jsonb,
+    message            text,
+    rolled_back_by     text,                                  -- for a promote: the rollback that undid it
+    undoes_run_id      text                                   -- for a rollback: the promote it undid
+);
+
+create table if not exists run_scope_users (
+    run_id  text not null,
+    user_id text not null,
+    primary key (run_id, user_id)
+);
+
+create table if not exists live_snapshot (
+    table_name text not null,
+    id         text not null,
+    row_hash   text not null,
+    primary key (table_name, id)
+);

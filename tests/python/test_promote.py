@@ -1,0 +1,369 @@
+"""Promote, rollback, verify, report and the audit, on a real server with the fixtures."""
+
+from __future__ import annotations
+
+import os
+import stat
+from decimal import Decimal
+
+import psycopg
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from orchestrator import fixtures, pipeline
+from orchestrator import promote as promoting
+from orchestrator.cli import app
+from orchestrator.errors import CheckFailed
+
+QUIET = Console(quiet=True)
+LEGACY = "legacy_fixtures"
+EVERYTHING = Decimal(1)
+
+
+def no_prompt(_plan) -> None:
+    return None
+
+
+def table_dump(pg, schema: str, table: str) -> list[str]:
+    """Every row of a table as text, in id order: equal dumps mean identical rows and values."""
+    if pg.execute("select to_regclass(format('%%I.%%I', %s::text, %s::text))", [schema, table]).fetchone()[0] is None:
+        return []
+    return [
+        row[0]
+        for row in pg.execute(
+            f'select t::text from "{schema}"."{table}" as t order by t."id" collate "C"'  # noqa: S608 (test constants)
+        ).fetchall()
+    ]
+
+
+def live_dump(conn) -> dict[str, list[str]]:
+    with psycopg.connect(**conn.kwargs()) as pg:
+        return {table: table_dump(pg, LEGACY, table) for table in ("UserProfile", "ContextIntent")}
+
+
+def legacy_dump(conn) -> dict[str, list[str]]:
+    with psycopg.connect(**conn.kwargs()) as pg:
+        return {table: table_dump(pg, LEGACY, table) for table in ("User", "ContextProfile", "Profile", "ChatMessage")}
+
+
+def execute(conn, statement: str, params=None) -> None:
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
+        pg.execute(statement, params)
+
+
+def audit(conn, settings) -> list[tuple]:
+    with psycopg.connect(**conn.kwargs()) as pg:
+        return pg.execute(
+            f'select command, status, scope from "{settings.meta_schema}".runs order by started_at'  # noqa: S608
+        ).fetchall()
+
+
+@pytest.fixture()
+def fresh(settings, database):
+    """Fixtures reloaded, metadata and dry run cleared, dry run built: every test starts from here."""
+    execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
+    execute(database, f'drop schema if exists "{settings.dry_run_schema}" cascade')
+    fixtures.load(settings, database, LEGACY)
+    pipeline.dry_run(settings, database, QUIET)
+    return settings, database
+
+
+def promote(settings, conn, **kwargs):
+    kwargs.setdefault("max_conflict_rate", EVERYTHING)
+    kwargs.setdefault("users", None)
+    return promoting.promote(settings, conn, confirm=no_prompt, **kwargs)
+
+
+def rebuild_for(settings, conn):
+    def rebuild(pg):
+        scope = psycopg.sql.Identifier(settings.meta_schema, promoting.SCOPE_TABLE)
+        return pipeline.dry_run(settings, conn, QUIET, scope_table=scope, pg=pg).record
+
+    return rebuild
+
+
+def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
+    settings, conn = fresh
+    legacy_before = legacy_dump(conn)
+    result = promote(settings, conn)
+    assert result.created_tables
+    assert result.plan == {
+        "UserProfile": {"inserted": 11, "updated": 0, "deleted": 0, "unchanged": 0},
+        "ContextIntent": {"inserted": 19, "updated": 0, "deleted": 0, "unchanged": 0},
+    }
+    with psycopg.connect(**conn.kwargs()) as pg:
+        # the live rows are the dry-run rows, column for column, ids included
+        mismatched = pg.execute(
+            'select count(*) from migration_dry_run.profile as d full join legacy_fixtures."UserProfile" as l'
+            " on d.id = l.id where row(d.user_id, d.core_values, d.beliefs, d.interaction_style, d.lifestyle,"
+            " d.constraints, d.location, d.age_range, d.name, d.completeness, d.missing, d.created_at, d.updated_at)"
+            ' is distinct from row(l."userId", l."coreValues", l.beliefs, l."interactionStyle", l.lifestyle,'
+            ' l.constraints, l.location, l."ageRange", l.name, l.completeness, l.missing, l."createdAt",'
+            ' l."updatedAt")'
+        ).fetchone()[0]
+        assert mismatched == 0
+        intent = pg.execute(
+            'select "contextType"::text, "relationshipTimeline", missing from legacy_fixtures."ContextIntent"'
+            " where \"userId\" = 'u07' and \"contextType\" = 'romantic'"
+        ).fetchone()
+        assert intent == ("romantic", "open_to_soon", ["attractionImportance"])
+        # the live "missing" is '{}', not NULL, when nothing is missing
+        assert (
+            pg.execute('select missing from legacy_fixtures."UserProfile" where "userId" = \'u02\'').fetchone()[0] == []
+        )
+    checks = pipeline.verify(settings, conn)
+    assert [c["check"] for c in checks if not c["passed"]] == []
+    assert len(checks) == 10
+    assert legacy_dump(conn) == legacy_before  # legacy tables byte for byte
+    assert audit(conn, settings) == [("promote", "committed", "all")]
+
+
+def test_promoting_the_same_dry_run_twice_gives_identical_live_tables(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    first = live_dump(conn)
+    second_result = promote(settings, conn)
+    assert live_dump(conn) == first
+    assert second_result.plan["UserProfile"] == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 11}
+    assert not second_result.created_tables
+
+
+def test_partial_promote_rebuilds_only_the_given_users(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    before = live_dump(conn)
+    # the app changes two users' legacy data after the full promote
+    execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Lisbon"}' where id = 'p02r'""")
+    execute(conn, """update legacy_fixtures."Profile" set data = '{"ageRange": "50+"}' where id = 'p11s'""")
+    # a full promote now refuses: the legacy data changed since the dry run
+    with pytest.raises(CheckFailed, match="legacy data unchanged since the dry run"):
+        promote(settings, conn)
+    result = promote(settings, conn, users=["u02"], rebuild_scope=rebuild_for(settings, conn))
+    assert result.plan["UserProfile"] == {"inserted": 0, "updated": 1, "deleted": 0, "unchanged": 0}
+    after = live_dump(conn)
+    changed = set(after["UserProfile"]) ^ set(before["UserProfile"])
+    assert len(changed) == 2 and all('"u02"' in row or ",u02," in row for row in changed)
+    assert after["ContextIntent"] == before["ContextIntent"]  # u02's intent did not change
+    with psycopg.connect(**conn.kwargs()) as pg:
+        assert (
+            pg.execute('select location from legacy_fixtures."UserProfile" where "userId" = \'u02\'').fetchone()[0]
+            == "Lisbon"
+        )
+        # u11 changed in legacy too, but was not in scope: its live row is untouched
+        assert (
+            pg.execute('select location from legacy_fixtures."UserProfile" where "userId" = \'u11\'').fetchone()[0]
+            == "Lagos"
+        )
+
+
+def test_partial_promote_refuses_unknown_users(fresh):
+    settings, conn = fresh
+    with pytest.raises(CheckFailed, match=r"not legacy users: 'U02', 'ghost'"):
+        promote(settings, conn, users=["u02", "ghost", "U02"], rebuild_scope=rebuild_for(settings, conn))
+
+
+def test_gate_conflict_rate_above_threshold(fresh):
+    settings, conn = fresh
+    with pytest.raises(CheckFailed) as refusal:
+        promote(settings, conn, max_conflict_rate=Decimal("0.05"))
+    message = str(refusal.value)
+    assert "gate 'conflict rate within threshold' failed" in message
+    assert "27.27%" in message and "--max-conflict-rate" in message
+    assert live_dump(conn) == {"UserProfile": [], "ContextIntent": []}  # nothing created
+    assert audit(conn, settings) == [("promote", "refused", "all")]
+
+
+def test_gate_legacy_changed_after_the_dry_run(fresh):
+    settings, conn = fresh
+    execute(conn, """insert into legacy_fixtures."User" (id, "updatedAt") values ('late', now())""")
+    with pytest.raises(CheckFailed, match=r"User \(11 -> 12 rows"):
+        promote(settings, conn)
+    execute(conn, """delete from legacy_fixtures."User" where id = 'late'""")
+    execute(conn, """update legacy_fixtures."ContextProfile" set "tonePreference" = 'cold' where id = 'cp02r'""")
+    with pytest.raises(CheckFailed, match=r"ContextProfile \(23 -> 23 rows, contents changed\)"):
+        promote(settings, conn)
+
+
+def test_gate_failing_dbt_test(fresh):
+    settings, conn = fresh
+    # real drift: a legacy table that lost its primary key and holds a duplicate id
+    execute(conn, 'alter table legacy_fixtures."User" drop constraint "User_pkey"')
+    execute(conn, """insert into legacy_fixtures."User" (id, name, "updatedAt") values ('u02', 'twin', now())""")
+    with pytest.raises(CheckFailed, match="stg_legacy__users"):
+        pipeline.dry_run(settings, conn, QUIET)
+    with pytest.raises(CheckFailed, match="gate 'dry run complete, every error-severity dbt test passed' failed"):
+        promote(settings, conn)
+
+
+def test_gate_unreconciled_key_accounting(fresh):
+    settings, conn = fresh
+    # a dry run whose accounting does not reconcile (as a broken model would leave it)
+    execute(
+        conn,
+        "update migration_dry_run.migration_summary set value = value - 1, passed = false"
+        " where metric = 'keys_accounted'",
+    )
+    with pytest.raises(
+        CheckFailed, match=r"gate 'key accounting reconciles' failed \(keys seen 89, mapped \+ unmapped 88"
+    ):
+        promote(settings, conn)
+
+
+def test_gate_no_dry_run(settings, database):
+    execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
+    fixtures.load(settings, database, LEGACY)
+    with pytest.raises(CheckFailed, match="run `orchestrator dry-run` first"):
+        promote(settings, database)
+
+
+def test_rollback_restores_the_state_before_the_last_promote(fresh):
+    settings, conn = fresh
+    legacy_before = legacy_dump(conn)
+    promote(settings, conn)
+    first = live_dump(conn)
+    execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Lisbon"}' where id = 'p02r'""")
+    pipeline.dry_run(settings, conn, QUIET)
+    promote(settings, conn)
+    assert live_dump(conn) != first
+    result = promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    assert not result.dropped and result.legacy_unchanged
+    assert live_dump(conn) == first
+    # the next rollback undoes the first promote, which created the tables: they are dropped
+    result = promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    assert result.dropped
+    assert live_dump(conn) == {"UserProfile": [], "ContextIntent": []}
+    with pytest.raises(CheckFailed, match="no promote to roll back"):
+        promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    legacy_after = legacy_dump(conn)
+    assert legacy_after["ChatMessage"] == legacy_before["ChatMessage"]
+    assert legacy_after["User"] == legacy_before["User"]
+
+
+def test_rollback_drop_removes_the_new_tables(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    promote(settings, conn)
+    result = promoting.rollback(settings, conn, drop=True, confirm=no_prompt)
+    assert result.dropped and result.legacy_unchanged
+    with psycopg.connect(**conn.kwargs()) as pg:
+        assert pg.execute("select to_regclass('legacy_fixtures.\"UserProfile\"')").fetchone()[0] is None
+        # the foreign keys went with the tables: "User" has no referential triggers left
+        triggers = pg.execute(
+            "select count(*) from pg_trigger where tgrelid = 'legacy_fixtures.\"User\"'::regclass"
+        ).fetchone()[0]
+        assert triggers == 0
+
+
+def test_live_drift_refuses_without_force(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    execute(conn, """update legacy_fixtures."UserProfile" set location = 'app wrote this' where "userId" = 'u03'""")
+    with pytest.raises(CheckFailed, match=r'1 rows differ: "UserProfile" 1'):
+        promote(settings, conn)
+    with pytest.raises(CheckFailed, match="--force"):
+        promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    promote(settings, conn, force=True)
+    with psycopg.connect(**conn.kwargs()) as pg:
+        assert (
+            pg.execute('select location from legacy_fixtures."UserProfile" where "userId" = \'u03\'').fetchone()[0]
+            == "Paris"
+        )
+
+
+def test_a_run_that_died_is_reported_by_the_next(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    execute(
+        conn,
+        f"""insert into "{settings.meta_schema}".runs (run_id, command, status, os_user, live_schema, scope)
+                      values ('dead1', 'promote', 'started', 'someone', 'legacy_fixtures', 'all')""",
+    )
+    result = promote(settings, conn)
+    assert [run["run_id"] for run in result.dead_runs] == ["dead1"]
+    assert ("promote", "died", "all") in audit(conn, settings)
+
+
+def test_concurrent_promote_is_refused_clearly(fresh):
+    settings, conn = fresh
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", [promoting.LOCK_KEY])
+        with pytest.raises(Exception, match="another promote or rollback is running"):
+            promote(settings, conn)
+
+
+def test_report_files_are_private_and_stable(fresh, tmp_path):
+    settings, conn = fresh
+    first = pipeline.report(settings, conn, "csv", tmp_path / "a")
+    second = pipeline.report(settings, conn, "csv", tmp_path / "b")
+    assert [p.name for p in first] == [
+        "migration_summary.csv",
+        "migration_conflicts.csv",
+        "migration_unmapped_fields.csv",
+    ]
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+        assert stat.S_IMODE(os.stat(a).st_mode) == 0o600
+    conflicts = (tmp_path / "a" / "migration_conflicts.csv").read_text().splitlines()
+    assert conflicts[0] == "user_id,context_type,field,values,chosen"
+    assert conflicts[1] == 'u04,,beliefs.religion,"[""atheist"", ""catholic""]","""atheist"""'
+    for fmt in ("json", "md"):
+        for path in pipeline.report(settings, conn, fmt, tmp_path / fmt):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def invoke(args, env, input=None):
+    result = runner.invoke(app, args, env=env, input=input, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture()
+def cli(fresh, cli_env):
+    settings, conn = fresh
+    return {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
+
+
+def test_cli_promote_without_terminal_or_yes_exits_2(cli):
+    result = invoke(["promote"], cli)
+    assert result.exit_code == 2
+    assert "use --yes" in result.output
+
+
+def test_cli_gate_refusal_exits_1_and_names_the_gate(cli):
+    result = invoke(["promote", "--yes"], cli)
+    assert result.exit_code == 1
+    assert "gate 'conflict rate within threshold' failed" in result.output
+
+
+def test_cli_answering_no_changes_nothing(cli, monkeypatch, fresh):
+    monkeypatch.setattr("orchestrator.cli._interactive", lambda: True)
+    result = invoke(["promote", "--max-conflict-rate", "0.5"], cli, input="n\n")
+    assert result.exit_code == 1, result.output
+    assert "insert" in result.output  # the plan was shown before asking
+    assert live_dump(fresh[1]) == {"UserProfile": [], "ContextIntent": []}
+
+
+def test_cli_full_flow(cli, tmp_path):
+    assert invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], cli).exit_code == 0
+    verified = invoke(["verify"], cli)
+    assert verified.exit_code == 0, verified.output
+    reported = invoke(["report", "--format", "json", "--out", str(tmp_path)], cli)
+    assert reported.exit_code == 0 and (tmp_path / "migration_conflicts.json").exists()
+    history = invoke(["runs", "--json"], cli)
+    assert '"status": "committed"' in history.output
+    users_file = tmp_path / "ids.txt"
+    users_file.write_text("u03\n\n# a comment\nu03\n  u04  \n")
+    partial = invoke(["promote", "--yes", "--max-conflict-rate", "1", "--users-file", str(users_file)], cli)
+    assert partial.exit_code == 0, partial.output
+    assert "Promoted (2 users)" in partial.output
+    unknown = invoke(["promote", "--yes", "--user", "nobody-here"], cli)
+    assert unknown.exit_code == 1 and "not legacy users" in unknown.output
+    rolled = invoke(["rollback", "--yes"], cli)
+    assert rolled.exit_code == 0 and "Legacy tables verified unchanged" in rolled.output

@@ -296,7 +296,8 @@ def promote(
         except CheckFailed:
             from orchestrator import metadata
 
-            return metadata.latest_dry_run(pg, settings.meta_schema, "users")
+            return metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=pipeline.partial_schema(settings),
+                                           legacy_schema=settings.legacy_schema)
 
     result = promoting.promote(
         settings,
@@ -464,6 +465,28 @@ def cleanup(
     settings, conn = _context()
     removed = promoting.cleanup(settings, conn, keep)
     out.print(f"Removed the backups of {len(removed)} older promotes; kept {keep} rollback level(s).")
+
+
+@app.command()
+@handles_errors
+def explain(
+    user: Annotated[str, typer.Option("--user", help="The legacy user id (matched byte for byte).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """Where every piece of one user's legacy data went: each key's original and normalised value,
+    its target field and outcome (chosen, lost a conflict and to what, de-duplicated, absent,
+    unmapped and why), then the resulting rows in the dry run and, once promoted, the live tables.
+
+    Example: orchestrator explain --user u04
+    """
+    from orchestrator import explain as explaining
+
+    settings, conn = _context()
+    result = explaining.explain(settings, conn, user)
+    if json_output:
+        out.print(explaining.to_json(result), markup=False)
+    else:
+        explaining.render(result, out)
 
 
 @app.command()

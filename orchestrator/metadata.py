@@ -64,14 +64,15 @@ def finish_dry_run(pg, meta_schema: str, dry_run_id: str, **fields) -> None:
     )
 
 
-def latest_dry_run(pg, meta_schema: str, scope: str = "all") -> dict | None:
+def latest_dry_run(pg, meta_schema: str, *, dry_run_schema: str, legacy_schema: str) -> dict | None:
+    """The newest dry run built into ``dry_run_schema`` from ``legacy_schema``."""
     if not db.table_exists(pg, meta_schema, "dry_runs"):
         return None
     cur = pg.execute(
-        sql.SQL("select * from {} where scope = %s order by started_at desc limit 1").format(
-            _table(meta_schema, "dry_runs")
-        ),
-        [scope],
+        sql.SQL(
+            "select * from {} where dry_run_schema = %s and legacy_schema = %s order by started_at desc limit 1"
+        ).format(_table(meta_schema, "dry_runs")),
+        [dry_run_schema, legacy_schema],
     )
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None

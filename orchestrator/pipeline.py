@@ -138,7 +138,8 @@ def dry_run(
             warn_failures=warn_failures,
             message=None if result.success else result.describe_failure(),
         )
-        record = metadata.latest_dry_run(pg, settings.meta_schema, "all" if scope_table is None else "users")
+        record = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=dry_run_schema,
+                                         legacy_schema=settings.legacy_schema)
         summary = read_summary(pg, dry_run_schema)
     outcome = DryRunOutcome(dbt=result, record=record, summary=summary)
     if status != "built":
@@ -291,7 +292,8 @@ def verify(settings: Settings, conn: ConnInfo) -> list[dict]:
             if isinstance(expected, sql.Composable):
                 expected = pg.execute(expected.format(**names)).fetchone()[0]
             results.append({"check": name, "value": value, "expected": expected, "passed": value == expected})
-        dry_run = metadata.latest_dry_run(pg, settings.meta_schema)
+        dry_run = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema,
+                                          legacy_schema=legacy)
         if dry_run is not None and dry_run.get("chat_fingerprint"):
             now = fingerprint.chat_fingerprint(pg, legacy)
             then = dry_run["chat_fingerprint"]

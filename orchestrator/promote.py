@@ -197,9 +197,8 @@ def promote(
             dry_run = rebuild_scope(pg)
             dry_run_schema = dry_run["dry_run_schema"]
         else:
-            dry_run = metadata.latest_dry_run(pg, settings.meta_schema)
-            if dry_run is not None and dry_run["dry_run_schema"] != settings.dry_run_schema:
-                dry_run = None
+            dry_run = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema,
+                                              legacy_schema=settings.legacy_schema)
         scope = "users" if users is not None else "all"
         gates = check_gates(
             pg,

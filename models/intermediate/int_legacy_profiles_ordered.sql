@@ -1,3 +1,4 @@
+{{ config(indexes=[{'columns': ['user_id']}]) }}
 -- One row per legacy Profile: whether it is an orphan, what its blob is, and (for the profiles that
 -- migrate) its position in the user's context order (spec §4).
 with profiles as (

@@ -1,3 +1,4 @@
+{{ config(indexes=[{'columns': ['user_id']}]) }}
 -- One row per value a mapped key contributes, normalised (spec §3): a scalar's text, each kept
 -- element of an array, each non-null sub-key of an object. Absent values contribute nothing.
 -- `sort_key` orders a user's atoms as spec §4 takes them (context order, alias priority, position).

@@ -1,3 +1,4 @@
+{{ config(indexes=[{'columns': ['user_id']}]) }}
 -- One row per top-level key of every legacy object blob (orphans included): where the key goes
 -- (the field map), or why it is unmapped (spec §2, §3, §5). Every blob is parsed here, once.
 with profiles as (

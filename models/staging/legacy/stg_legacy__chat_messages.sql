@@ -1,12 +1,14 @@
 {#- a partial rebuild (var user_scope) keeps only the listed users' rows -#}
 {%- set user_scope = source('migration_meta', 'user_scope') %}
 with source as (
-    select * from {{ source('legacy', 'ChatMessage') }}
+    select legacy.* from {{ source('legacy', 'ChatMessage') }} as legacy
     {%- if var('user_scope', false) %}
-    where "contextProfileId" in (
-        select "id" from {{ source('legacy', 'ContextProfile') }}
-        where "userId" in (select user_id from {{ user_scope }})
-    )
+        where legacy."contextProfileId" in (
+                select context_profiles."id"
+                from {{ source('legacy', 'ContextProfile') }} as context_profiles
+                inner join {{ user_scope }} as scope
+                    on context_profiles."userId" = scope.user_id
+            )
     {%- endif %}
 ),
 

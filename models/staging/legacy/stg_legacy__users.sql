@@ -1,9 +1,9 @@
 {#- a partial rebuild (var user_scope) keeps only the listed users' rows -#}
 {%- set user_scope = source('migration_meta', 'user_scope') %}
 with source as (
-    select * from {{ source('legacy', 'User') }}
+    select legacy.* from {{ source('legacy', 'User') }} as legacy
     {%- if var('user_scope', false) %}
-    where "id" in (select user_id from {{ user_scope }})
+        where legacy."id" in (select scope.user_id from {{ user_scope }} as scope)
     {%- endif %}
 ),
 

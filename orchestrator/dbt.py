@@ -18,6 +18,12 @@ from orchestrator.errors import OrchestratorError
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 
+# Session settings for dbt's connections (libpq reads PGOPTIONS): large sorts and hash aggregates
+# stay in memory, index builds get room, no JIT compilation (it costs seconds per big query here and
+# gains nothing), and commits do not wait for the WAL flush (a dry run is rebuilt after a crash
+# anyway). Appended to any PGOPTIONS the user set, so theirs come first and ours win.
+DBT_SESSION_OPTIONS = "-c work_mem=256MB -c maintenance_work_mem=1GB -c jit=off -c synchronous_commit=off"
+
 
 @dataclasses.dataclass
 class NodeResult:
@@ -116,6 +122,7 @@ def run_dbt(
             pass
 
     full_env = {**conn.libpq_env(), **(env or {})}
+    full_env["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {DBT_SESSION_OPTIONS}".strip()
     full_env.pop("PGPASSWORD", None)  # dbt reads DBT_ENV_SECRET_PGPASSWORD, which it masks
     with _environment(full_env), _without("PGPASSWORD"):
         outcome = dbtRunner(callbacks=[callback]).invoke(command)

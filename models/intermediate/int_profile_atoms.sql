@@ -2,7 +2,9 @@
 -- One row per value a mapped key contributes, normalised (spec §3): a scalar's text, each kept
 -- element of an array, each non-null sub-key of an object. Absent values contribute nothing.
 -- `sort_key` orders a user's atoms as spec §4 takes them (context order, alias priority, position).
-with mapped as (
+-- `mapped` is read by three branches, each with its own kind filter: not materialized, so each
+-- branch scans the keys it needs instead of spilling every mapped key to a tuplestore.
+with mapped as not materialized (
     select
         legacy_profile_id,
         legacy_key,
@@ -25,33 +27,60 @@ scalar_atoms as (
         intent_context_type,
         field,
         kind,
-        null::text as sub_key,
-        {{ atom_sort_key('context_order', 'priority', 0) }} as sort_key,
-        to_jsonb({{ normalise_scalar('legacy_value') }}) as atom_value
-    from mapped
-    where kind = 'scalar'
+        sub_key,
+        sort_key,
+        to_jsonb(normalised) as atom_value
+    from (
+        select
+            legacy_profile_id,
+            legacy_key,
+            user_id,
+            intent_context_type,
+            field,
+            kind,
+            null::text as sub_key,
+            {{ atom_sort_key('context_order', 'priority', 0) }} as sort_key,
+            {{ normalise_scalar('legacy_value') }} as normalised
+        from mapped
+        where kind = 'scalar'
+    ) as scalars
+    where normalised is not null
 ),
 
 array_atoms as (
     select
-        mapped.legacy_profile_id,
-        mapped.legacy_key,
-        mapped.user_id,
-        mapped.intent_context_type,
-        mapped.field,
-        mapped.kind,
-        null::text as sub_key,
-        {{ atom_sort_key('mapped.context_order', 'mapped.priority', 'element.position') }} as sort_key,
-        to_jsonb({{ normalise_scalar('element.value') }}) as atom_value
-    from mapped
-    cross join
-        lateral jsonb_array_elements(
-            -- a lone string, number or boolean is a one-element array
-            case when jsonb_typeof(mapped.legacy_value) = 'array' then mapped.legacy_value
-                else jsonb_build_array(mapped.legacy_value)
-            end
-        ) with ordinality as element (value, position)
-    where mapped.kind = 'array'
+        legacy_profile_id,
+        legacy_key,
+        user_id,
+        intent_context_type,
+        field,
+        kind,
+        sub_key,
+        sort_key,
+        to_jsonb(normalised) as atom_value
+    from (
+        select
+            mapped.legacy_profile_id,
+            mapped.legacy_key,
+            mapped.user_id,
+            mapped.intent_context_type,
+            mapped.field,
+            mapped.kind,
+            null::text as sub_key,
+            {{ atom_sort_key('mapped.context_order', 'mapped.priority', 'element.position') }} as sort_key,
+            {{ normalise_scalar('element.value') }} as normalised
+        from mapped
+        cross join
+            lateral jsonb_array_elements(
+                -- a lone string, number or boolean is a one-element array
+                case
+                    when jsonb_typeof(mapped.legacy_value) = 'array' then mapped.legacy_value
+                    else jsonb_build_array(mapped.legacy_value)
+                end
+            ) with ordinality as element (value, position)
+        where mapped.kind = 'array'
+    ) as elements
+    where normalised is not null
 ),
 
 object_atoms as (
@@ -79,4 +108,3 @@ atoms as (
 )
 
 select * from atoms
-where atom_value is not null

@@ -53,104 +53,137 @@ context_profile_status as (
         on context_profiles.user_id = users.user_id
 ),
 
--- every chat message of a migrated context profile, with the intents its (user, context type) maps to
-message_links as (
+-- how many intents each context profile's (user, context type) maps to
+context_profile_intents as (
     select
-        chat_messages.chat_message_id,
+        context_profile_status.context_profile_id,
         context_profile_status.is_migrated,
-        context_profile_status.context_profile_id is not null as has_context_profile,
         count(context_intents.id) as intent_matches
-    from chat_messages
-    left join context_profile_status
-        on chat_messages.context_profile_id = context_profile_status.context_profile_id
+    from context_profile_status
     left join context_intents
         on
             context_profile_status.is_migrated
             and context_profile_status.user_id = context_intents.user_id
             and context_profile_status.context_type = context_intents.context_type
-    group by chat_messages.chat_message_id, context_profile_status.is_migrated, has_context_profile
+    group by context_profile_status.context_profile_id, context_profile_status.is_migrated
+),
+
+-- one scan per relation, every figure of it counted with a filter
+legacy_profile_counts as (
+    select
+        count(*) as legacy_profiles,
+        count(*) filter (where orphan_reason is null) as legacy_profiles_migrated,
+        count(*) filter (where orphan_reason = 'orphan_context_profile') as legacy_profiles_of_orphan_context_profiles,
+        count(*) filter (where orphan_reason = 'orphan_profile') as orphan_legacy_profiles,
+        count(*) filter (where data_type = 'object') as object_blobs,
+        count(*) filter (where data_type in ('sql_null', 'null')) as null_blobs,
+        count(*) filter (where data_type in ('array', 'string', 'number', 'boolean')) as non_object_blobs
+    from legacy_profiles
+),
+
+key_counts as (
+    select
+        count(*) as keys_seen,
+        count(*) filter (where is_mapped) as keys_mapped
+    from profile_keys
+),
+
+unmapped_counts as (
+    select
+        count(*) filter (where key is not null) as keys_unmapped,
+        count(*) filter (where key is null) as non_object_blob_rows
+    from unmapped
+),
+
+conflict_counts as (
+    select
+        count(*) as conflicts,
+        count(distinct user_id) as users_with_conflicts
+    from conflicts
+),
+
+user_counts as (
+    select
+        count(*) as users,
+        count(profiles.user_id) as users_with_a_profile
+    from users
+    left join (select distinct user_id from profiles) as profiles
+        on users.user_id = profiles.user_id
+),
+
+profile_counts as (
+    select
+        count(*) as profiles,
+        count(*) filter (where completeness not between 0 and 100) as completeness_out_of_range
+    from profiles
+),
+
+intent_counts as (
+    select
+        count(*) as context_intents,
+        count(*) filter (where completeness not between 0 and 100) as completeness_out_of_range
+    from context_intents
+),
+
+context_profile_counts as (
+    select
+        count(*) as context_profiles,
+        count(*) filter (where is_migrated) as context_profiles_migrated,
+        count(*) filter (where not is_migrated) as orphan_context_profiles
+    from context_profile_status
+),
+
+message_counts as (
+    select
+        count(*) as chat_messages,
+        count(*) filter (where links.is_migrated) as chat_messages_of_migrated_context_profiles,
+        count(*) filter (where links.is_migrated and links.intent_matches = 1) as chat_messages_mapped_to_one_intent,
+        count(*) filter (where not links.is_migrated) as chat_messages_of_orphan_context_profiles,
+        count(*) filter (where links.context_profile_id is null) as chat_messages_without_context_profile
+    from chat_messages
+    left join context_profile_intents as links
+        on chat_messages.context_profile_id = links.context_profile_id
 ),
 
 counts as (
     select
-        (select count(*) from users) as users,
-        (select count(*) from profiles) as profiles,
-        (select count(distinct user_id) from profiles) as profile_users,
-        (select count(*) from context_profiles) as context_profiles,
-        (
-            select count(*) from context_profile_status
-            where is_migrated
-        ) as context_profiles_migrated,
-        (
-            select count(*) from context_profile_status
-            where not is_migrated
-        ) as orphan_context_profiles,
+        user_counts.users,
+        user_counts.users_with_a_profile as profile_users,
+        profile_counts.profiles,
+        context_profile_counts.context_profiles,
+        context_profile_counts.context_profiles_migrated,
+        context_profile_counts.orphan_context_profiles,
+        intent_counts.context_intents,
+        legacy_profile_counts.legacy_profiles,
+        legacy_profile_counts.legacy_profiles_migrated,
+        legacy_profile_counts.legacy_profiles_of_orphan_context_profiles,
+        legacy_profile_counts.orphan_legacy_profiles,
+        legacy_profile_counts.object_blobs,
+        legacy_profile_counts.null_blobs,
+        legacy_profile_counts.non_object_blobs,
+        key_counts.keys_seen,
+        key_counts.keys_mapped,
+        unmapped_counts.keys_unmapped,
+        unmapped_counts.non_object_blob_rows,
+        conflict_counts.conflicts,
+        conflict_counts.users_with_conflicts,
+        message_counts.chat_messages,
+        message_counts.chat_messages_of_migrated_context_profiles,
+        message_counts.chat_messages_mapped_to_one_intent,
+        message_counts.chat_messages_of_orphan_context_profiles,
+        message_counts.chat_messages_without_context_profile,
         (select count(*) from intents_expected) as intent_pairs,
-        (select count(*) from context_intents) as context_intents,
-        (select count(*) from legacy_profiles) as legacy_profiles,
-        (
-            select count(*) from legacy_profiles
-            where orphan_reason is null
-        ) as legacy_profiles_migrated,
-        (
-            select count(*) from legacy_profiles
-            where orphan_reason = 'orphan_context_profile'
-        ) as legacy_profiles_of_orphan_context_profiles,
-        (
-            select count(*) from legacy_profiles
-            where orphan_reason = 'orphan_profile'
-        ) as orphan_legacy_profiles,
-        (
-            select count(*) from legacy_profiles
-            where data_type = 'object'
-        ) as object_blobs,
-        (
-            select count(*) from legacy_profiles
-            where data_type in ('sql_null', 'null')
-        ) as null_blobs,
-        (
-            select count(*) from legacy_profiles
-            where data_type in ('array', 'string', 'number', 'boolean')
-        ) as non_object_blobs,
-        (select count(*) from profile_keys) as keys_seen,
-        (
-            select count(*) from profile_keys
-            where is_mapped
-        ) as keys_mapped,
-        (
-            select count(*) from unmapped
-            where key is not null
-        ) as keys_unmapped,
-        (
-            select count(*) from unmapped
-            where key is null
-        ) as non_object_blob_rows,
-        (select count(*) from conflicts) as conflicts,
-        (select count(distinct user_id) from conflicts) as users_with_conflicts,
-        (
-            select count(*) from profiles
-            where completeness not between 0 and 100
-        ) + (
-            select count(*) from context_intents
-            where completeness not between 0 and 100
-        ) as completeness_out_of_range,
-        (select count(*) from chat_messages) as chat_messages,
-        (
-            select count(*) from message_links
-            where is_migrated
-        ) as chat_messages_of_migrated_context_profiles,
-        (
-            select count(*) from message_links
-            where is_migrated and intent_matches = 1
-        ) as chat_messages_mapped_to_one_intent,
-        (
-            select count(*) from message_links
-            where not is_migrated
-        ) as chat_messages_of_orphan_context_profiles,
-        (
-            select count(*) from message_links
-            where not has_context_profile
-        ) as chat_messages_without_context_profile
+        profile_counts.completeness_out_of_range + intent_counts.completeness_out_of_range
+            as completeness_out_of_range
+    from user_counts
+    cross join profile_counts
+    cross join intent_counts
+    cross join context_profile_counts
+    cross join legacy_profile_counts
+    cross join key_counts
+    cross join unmapped_counts
+    cross join conflict_counts
+    cross join message_counts
 ),
 
 metrics (metric, value, expected, check_kind) as (

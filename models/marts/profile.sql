@@ -4,27 +4,14 @@ with users as (
     select * from {{ ref('stg_legacy__users') }}
 ),
 
-merged as (
-    select * from {{ ref('int_merged_fields') }}
-    where intent_context_type is null
-),
-
-completeness as (
-    select * from {{ ref('int_completeness') }}
+scored as (
+    select * from {{ ref('int_scored_rows') }}
     where context_type is null
 ),
 
 legacy_profiles as (
     select * from {{ ref('int_legacy_profiles_ordered') }}
     where orphan_reason is null
-),
-
-fields_by_user as (
-    select
-        user_id,
-        jsonb_object_agg(field, merged_value) as fields
-    from merged
-    group by user_id
 ),
 
 profile_times as (
@@ -41,17 +28,15 @@ profiles as (
         {{ profile_id('users.user_id') }} as id,
         users.user_id,
         {%- for spec in profile_fields() %}
-            {{ pivot_field('fields_by_user.fields', spec) }} as {{ spec.column }},
+            {{ pivot_field('scored.fields', spec) }} as {{ spec.column }},
         {%- endfor %}
-        completeness.completeness,
-        completeness.missing,
+        scored.completeness,
+        scored.missing,
         coalesce(profile_times.created_at, users.created_at)::timestamp(3) as created_at,
         coalesce(profile_times.updated_at, users.updated_at)::timestamp(3) as updated_at
     from users
-    left join fields_by_user
-        on users.user_id = fields_by_user.user_id
-    left join completeness
-        on users.user_id = completeness.user_id
+    inner join scored
+        on users.user_id = scored.user_id
     left join profile_times
         on users.user_id = profile_times.user_id
 )

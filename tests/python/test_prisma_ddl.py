@@ -297,3 +297,23 @@ def test_docs_model_snippet_is_the_after_schema():
     assert sorted(snippet) == sorted(["User", "LegacyProfile", "Profile", "ContextIntent"])
     for name, block in snippet.items():
         assert block == after[name], f"docs/prisma.md's model {name} is not schema.after.prisma's"
+
+
+def test_promoted_live_tables_are_prismas_tables(conn, database, settings, prisma_sql):
+    """After `promote`, the live tables are what Prisma's own migration builds on the legacy schema,
+    and the legacy tables' structure is unchanged (only the foreign keys' triggers are added)."""
+    from rich.console import Console
+
+    from orchestrator import fixtures, pipeline
+    from orchestrator import promote as promoting
+
+    fixtures.load(settings, database, "legacy_fixtures")
+    legacy_before = describe_live_tables(conn, "legacy_fixtures", tables=LEGACY_TABLES)
+    pipeline.dry_run(settings, database, Console(quiet=True))
+    promoting.promote(settings, database, max_conflict_rate=1, users=None, confirm=lambda plan: None)
+
+    build_schema(conn, "prisma_reference", LEGACY_FILE.read_text(), prisma_script(prisma_sql("migration")))
+    prismas = describe_live_tables(conn, "prisma_reference")
+    promoted = describe_live_tables(conn, "legacy_fixtures")
+    assert_same_catalog(promoted, prismas, "the live tables after orchestrator promote")
+    assert describe_live_tables(conn, "legacy_fixtures", tables=LEGACY_TABLES) == legacy_before

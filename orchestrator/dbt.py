@@ -105,8 +105,10 @@ def run_dbt(
         str(target_path),
         "--log-path",
         str(log_path),
-        "--log-level",
+        "--log-level",  # nothing on stdout: the orchestrator reports from the results
         "none",
+        "--log-level-file",  # the full log, for describe_failure to point at (dbt masks secrets)
+        "debug",
         "--no-use-colors",
     ]
     if dbt_vars:

@@ -40,36 +40,71 @@ def explain(settings: Settings, conn: ConnInfo, user_id: str) -> dict:
         set_json_loads(functools.partial(json.loads, parse_float=Decimal), pg)
         if not db.table_exists(pg, dry, "profile"):
             raise OrchestratorError(f"there is no dry run in schema {dry}: run `orchestrator dry-run` first")
-        user = _rows(pg, sql.SQL('select "id" as user_id, "createdAt" as created_at from {} where "id" = %s').format(
-            sql.Identifier(legacy, "User")), [user_id])
+        user = _rows(
+            pg,
+            sql.SQL('select "id" as user_id, "createdAt" as created_at from {} where "id" = %s').format(
+                sql.Identifier(legacy, "User")
+            ),
+            [user_id],
+        )
         if not user:
-            dangling = pg.execute(sql.SQL('select count(*) from {} where "userId" = %s').format(
-                sql.Identifier(legacy, "ContextProfile")), [user_id]).fetchone()[0]
-            hint = (f" ({dangling} context profiles name it as their user: they are orphans, logged in "
-                    f"migration_unmapped_fields with reason orphan_context_profile)") if dangling else ""
-            raise CheckFailed(f"{user_id!r} is not a legacy user (no \"User\".\"id\" matches it byte for byte){hint}")
-        context_profiles = _rows(pg, sql.SQL(
-            'select "id" as context_profile_id, "contextType"::text as context_type, "createdAt" as created_at'
-            ' from {} where "userId" = %s order by "createdAt", "id" collate "C"').format(
-            sql.Identifier(legacy, "ContextProfile")), [user_id])
-        legacy_profiles = _rows(pg, sql.SQL(
-            "select legacy_profile_id, context_profile_id, context_type, context_order, data_type, created_at,"
-            " updated_at from {} where user_id = %s and orphan_reason is null order by context_order").format(
-            sql.Identifier(dry, "int_legacy_profiles_ordered")), [user_id])
-        keys = _rows(pg, sql.SQL(
-            "select legacy_profile_id, context_profile_id, context_type, context_order, legacy_key, legacy_value,"
-            " target, target_context_type, field, kind, normalised_value, outcome, unmapped_reason, atom_details"
-            ' from {} where user_id = %s order by context_order, legacy_key collate "C" nulls first').format(
-            sql.Identifier(dry, "migration_key_provenance")), [user_id])
-        conflicts = _rows(pg, sql.SQL(
-            'select context_type, field, "values", chosen from {} where user_id = %s'
-            ' order by context_type nulls first, field collate "C"').format(
-            sql.Identifier(dry, "migration_conflicts")), [user_id])
+            dangling = pg.execute(
+                sql.SQL('select count(*) from {} where "userId" = %s').format(sql.Identifier(legacy, "ContextProfile")),
+                [user_id],
+            ).fetchone()[0]
+            hint = (
+                (
+                    f" ({dangling} context profiles name it as their user: they are orphans, logged in "
+                    f"migration_unmapped_fields with reason orphan_context_profile)"
+                )
+                if dangling
+                else ""
+            )
+            raise CheckFailed(f'{user_id!r} is not a legacy user (no "User"."id" matches it byte for byte){hint}')
+        context_profiles = _rows(
+            pg,
+            sql.SQL(
+                'select "id" as context_profile_id, "contextType"::text as context_type, "createdAt" as created_at'
+                ' from {} where "userId" = %s order by "createdAt", "id" collate "C"'
+            ).format(sql.Identifier(legacy, "ContextProfile")),
+            [user_id],
+        )
+        legacy_profiles = _rows(
+            pg,
+            sql.SQL(
+                "select legacy_profile_id, context_profile_id, context_type, context_order, data_type, created_at,"
+                " updated_at from {} where user_id = %s and orphan_reason is null order by context_order"
+            ).format(sql.Identifier(dry, "int_legacy_profiles_ordered")),
+            [user_id],
+        )
+        keys = _rows(
+            pg,
+            sql.SQL(
+                "select legacy_profile_id, context_profile_id, context_type, context_order, legacy_key, legacy_value,"
+                " target, target_context_type, field, kind, normalised_value, outcome, unmapped_reason, atom_details"
+                ' from {} where user_id = %s order by context_order, legacy_key collate "C" nulls first'
+            ).format(sql.Identifier(dry, "migration_key_provenance")),
+            [user_id],
+        )
+        conflicts = _rows(
+            pg,
+            sql.SQL(
+                'select context_type, field, "values", chosen from {} where user_id = %s'
+                ' order by context_type nulls first, field collate "C"'
+            ).format(sql.Identifier(dry, "migration_conflicts")),
+            [user_id],
+        )
         dry_rows = {
-            "profile": _rows(pg, sql.SQL("select * from {} where user_id = %s").format(
-                sql.Identifier(dry, "profile")), [user_id]),
-            "context_intent": _rows(pg, sql.SQL("select * from {} where user_id = %s order by context_type").format(
-                sql.Identifier(dry, "context_intent")), [user_id]),
+            "profile": _rows(
+                pg, sql.SQL("select * from {} where user_id = %s").format(sql.Identifier(dry, "profile")), [user_id]
+            ),
+            "context_intent": _rows(
+                pg,
+                sql.SQL("select * from {} where user_id = %s order by context_type").format(
+                    sql.Identifier(dry, "context_intent")
+                ),
+                [user_id],
+            ),
         }
         live_rows = _live_rows(pg, settings, user_id)
     result = {
@@ -91,8 +126,13 @@ def _live_rows(pg, settings: Settings, user_id: str) -> dict | None:
         return None
     rows = {}
     for dry_table, live_table in live.LIVE_TABLES.items():
-        found = _rows(pg, sql.SQL('select * from {} where "userId" = %s order by "id"').format(
-            sql.Identifier(settings.live_schema, live_table)), [user_id])
+        found = _rows(
+            pg,
+            sql.SQL('select * from {} where "userId" = %s order by "id"').format(
+                sql.Identifier(settings.live_schema, live_table)
+            ),
+            [user_id],
+        )
         rows[dry_table] = [{_snake(key): value for key, value in row.items()} for row in found]
     return rows
 
@@ -146,10 +186,15 @@ def render(result: dict, console: Console) -> None:
     by_cp: dict[str, list[str]] = {}
     for profile in result["legacy_profiles"]:
         by_cp.setdefault(profile["context_profile_id"], []).append(
-            f"#{profile['context_order']} {profile['legacy_profile_id']} ({profile['data_type']})")
+            f"#{profile['context_order']} {profile['legacy_profile_id']} ({profile['data_type']})"
+        )
     for cp in result["context_profiles"]:
-        table.add_row(_text(cp["context_profile_id"]), cp["context_type"], f"{cp['created_at']}",
-                      _text(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"))
+        table.add_row(
+            _text(cp["context_profile_id"]),
+            cp["context_type"],
+            f"{cp['created_at']}",
+            _text(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"),
+        )
     console.print(table)
 
     console.print("Every legacy key (original -> normalised => target: outcome):", style="bold")
@@ -157,12 +202,15 @@ def render(result: dict, console: Console) -> None:
     for row in result["keys"]:
         if row["legacy_profile_id"] != current:
             current = row["legacy_profile_id"]
-            console.print(f"  #{row['context_order'] or '-'} legacy Profile {_text(current)} "
-                          f"(context profile {_text(row['context_profile_id'])}, {row['context_type']})")
+            console.print(
+                f"  #{row['context_order'] or '-'} legacy Profile {_text(current)} "
+                f"(context profile {_text(row['context_profile_id'])}, {row['context_type']})"
+            )
         target = ""
         if row["field"]:
-            target = ("Profile." if row["target"] == "profile" else f"ContextIntent[{row['target_context_type']}].") \
-                + row["field"]
+            target = (
+                "Profile." if row["target"] == "profile" else f"ContextIntent[{row['target_context_type']}]."
+            ) + row["field"]
         outcome = OUTCOME_WORDS.get(row["outcome"], row["outcome"])
         if row["outcome"] == "unmapped":
             outcome += f" ({row['unmapped_reason']})"
@@ -170,8 +218,10 @@ def render(result: dict, console: Console) -> None:
         for atom in row["atom_details"] or []:
             if atom.get("outcome") == "lost_conflict":
                 where = f"{escape(atom['sub_key'])}: " if atom.get("sub_key") else ""
-                outcome += (f"; {where}lost to {_json_text(atom['chosen_value'])} "
-                            f"from {_text(atom['chosen_from_legacy_profile_id'])}")
+                outcome += (
+                    f"; {where}lost to {_json_text(atom['chosen_value'])} "
+                    f"from {_text(atom['chosen_from_legacy_profile_id'])}"
+                )
         key = _text(row["legacy_key"]) if row["legacy_key"] is not None else "(the whole data)"
         normalised = f" -> {_json_text(row['normalised_value'])}" if row["normalised_value"] is not None else ""
         arrow = f" => {escape(target)}" if target else " =>"
@@ -183,8 +233,9 @@ def render(result: dict, console: Console) -> None:
         for row in rows:
             title = "Profile" if name == "profile" else f"ContextIntent [{row['context_type']}]"
             filled = {k: v for k, v in row.items() if v not in (None, [], {}) and k not in ("user_id",)}
-            console.print(f"{title} (dry run): completeness {row['completeness']}, missing {row['missing']}",
-                          markup=False)
+            console.print(
+                f"{title} (dry run): completeness {row['completeness']}, missing {row['missing']}", markup=False
+            )
             console.print("  " + to_json(filled, indent=None), markup=False)
     if result["live"] is None:
         console.print("Live tables: not promoted yet.")

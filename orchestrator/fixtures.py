@@ -29,7 +29,7 @@ def load(settings: Settings, conn: ConnInfo, schema: str) -> dict[str, int]:
     schema = validate_identifier(schema, "fixtures schema")
     seeds = seed_schema_for(schema)
     with db.connect(conn) as pg:
-        _refuse_foreign_schema(pg, schema)
+        refuse_foreign_schema(pg, schema)
     require_success(
         run_dbt(
             settings.project_dir,
@@ -56,8 +56,11 @@ def load(settings: Settings, conn: ConnInfo, schema: str) -> dict[str, int]:
     return counts
 
 
-def _refuse_foreign_schema(pg, schema: str) -> None:
-    """Only a schema this module made (or an empty one) may be dropped and rebuilt."""
+def refuse_foreign_schema(
+    pg, schema: str, *, marker: str = MARKER, command: str = "orchestrator fixtures load"
+) -> None:
+    """Only a schema ``command`` made (its comment starts with ``marker``) or an empty one may be dropped and
+    rebuilt; a refusal names the rows its legacy tables hold (spec §9). Shared with ``orchestrator generate``."""
     if not db.schema_exists(pg, schema):
         return
     comment, objects = pg.execute(
@@ -66,8 +69,19 @@ def _refuse_foreign_schema(pg, schema: str) -> None:
         " from pg_namespace as n where n.nspname = %s",
         [schema],
     ).fetchone()
-    if comment != MARKER and objects:
+    if not (comment or "").startswith(marker) and objects:
+        rows = [f'"{table}" {count:,}' for table, count in _legacy_row_counts(pg, schema).items() if count]
+        held = f" (its legacy tables hold rows it did not make: {', '.join(rows)})" if rows else ""
         raise OrchestratorError(
-            f"schema {schema!r} already exists and was not made by `orchestrator fixtures load`: "
-            f"choose another fixtures schema (--schema) instead of overwriting it"
+            f"schema {schema!r} already exists and was not made by `{command}`{held}: "
+            f"choose another schema (--schema) instead of overwriting it"
         )
+
+
+def _legacy_row_counts(pg, schema: str) -> dict[str, int]:
+    counts = {}
+    for table in db.LEGACY_TABLES:
+        if db.table_exists(pg, schema, table):
+            query = sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table))
+            counts[table] = pg.execute(query).fetchone()[0]
+    return counts

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from orchestrator import db
 from orchestrator.errors import OrchestratorError
+from orchestrator.faults import fault_point
 
 # dry-run mart -> live table
 LIVE_TABLES = {"profile": "UserProfile", "context_intent": "ContextIntent"}
@@ -115,6 +116,7 @@ def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: 
 def drop_live_tables(pg: psycopg.Connection, live_schema: str) -> None:
     for live_table in reversed(list(LIVE_TABLES.values())):
         pg.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(live_schema, live_table)))
+        fault_point("rollback:mid-drop")
 
 
 # -- scope ---------------------------------------------------------------------------------------------
@@ -157,26 +159,14 @@ def plan(
     return {"inserted": inserted, "updated": updated, "deleted": deleted, "unchanged": unchanged}
 
 
-def backup_table(meta_schema: str, pair: TablePair) -> sql.Identifier:
-    return sql.Identifier(meta_schema, f"backup_{pair.live_table}")
+def backups_table(meta_schema: str) -> sql.Identifier:
+    """The rows a promote replaced or removed, as jsonb: independent of the live tables' types (the
+    legacy enum may be dropped and recreated with its schema), restored with jsonb_populate_record."""
+    return sql.Identifier(meta_schema, "run_backups")
 
 
 def inserted_ids_table(meta_schema: str) -> sql.Identifier:
     return sql.Identifier(meta_schema, "run_inserted_ids")
-
-
-def ensure_backup_tables(pg: psycopg.Connection, meta_schema: str, pair: TablePair) -> None:
-    pg.execute(
-        sql.SQL("create table if not exists {} (run_id text not null, like {})").format(
-            backup_table(meta_schema, pair), pair.live
-        )
-    )
-    pg.execute(
-        sql.SQL(
-            "create table if not exists {} (run_id text not null, table_name text not null,"
-            " id text not null, primary key (run_id, table_name, id))"
-        ).format(inserted_ids_table(meta_schema))
-    )
 
 
 def write(
@@ -184,27 +174,27 @@ def write(
 ) -> None:
     """Make the live rows in scope identical to the dry run's, touching only rows that differ.
 
-    The rows replaced or removed go to the backup table and the ids written to run_inserted_ids, so
+    The rows replaced or removed go to run_backups and the ids written to run_inserted_ids, so
     that rollback can restore exactly the state before this run.
     """
-    ensure_backup_tables(pg, meta_schema, pair)
     live_scope = scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table)
     dry_scope = scope_filter(sql.SQL("d.user_id"), scope_table)
     pg.execute(
         sql.SQL(
             "with removed as (delete from {live} as l where {live_scope} and not exists"
             " (select 1 from {dry} as d where d.id = l.{id} and {same}) returning l.*)"
-            " insert into {backup} select %s, removed.* from removed"
+            " insert into {backup} (run_id, table_name, row_data) select %s, %s, to_jsonb(removed) from removed"
         ).format(
             live=pair.live,
             live_scope=live_scope,
             dry=pair.dry,
             id=sql.Identifier("id"),
             same=pair.same_row(),
-            backup=backup_table(meta_schema, pair),
+            backup=backups_table(meta_schema),
         ),
-        [run_id],
+        [run_id, pair.live_table],
     )
+    fault_point("promote:mid-write")
     pg.execute(
         sql.SQL(
             "with added as (insert into {live} as l ({columns}) select {values} from {dry} as d where {dry_scope}"
@@ -225,31 +215,33 @@ def write(
 
 def restore(pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: str) -> dict[str, int]:
     """Undo one run's write: remove the rows it inserted, put back the rows it replaced or removed."""
-    ensure_backup_tables(pg, meta_schema, pair)
     removed = pg.execute(
         sql.SQL(
             "delete from {live} as l using {inserted} as i where i.run_id = %s and i.table_name = %s and l.{id} = i.id"
         ).format(live=pair.live, inserted=inserted_ids_table(meta_schema), id=sql.Identifier("id")),
         [run_id, pair.live_table],
     ).rowcount
+    fault_point("rollback:mid-restore")
     columns = pair.live_column_list()
     restored = pg.execute(
-        sql.SQL("insert into {live} ({columns}) select {columns} from {backup} where run_id = %s").format(
-            live=pair.live, columns=columns, backup=backup_table(meta_schema, pair)
+        sql.SQL(
+            "insert into {live} ({columns}) select r.{columns_r} from {backup} as b,"
+            " jsonb_populate_record(null::{live}, b.row_data) as r where b.run_id = %s and b.table_name = %s"
+        ).format(
+            live=pair.live,
+            columns=columns,
+            columns_r=sql.SQL(", r.").join(sql.Identifier(c.live) for c in pair.columns),
+            backup=backups_table(meta_schema),
         ),
-        [run_id],
+        [run_id, pair.live_table],
     ).rowcount
     return {"removed": removed, "restored": restored}
 
 
 def forget_run(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None:
     """Drop the backups of runs that can no longer be rolled back."""
-    for live_table in LIVE_TABLES.values():
-        backup = sql.Identifier(meta_schema, f"backup_{live_table}")
-        if db.table_exists(pg, meta_schema, f"backup_{live_table}"):
-            pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(backup), [run_ids])
-    if db.table_exists(pg, meta_schema, "run_inserted_ids"):
-        pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(inserted_ids_table(meta_schema)), [run_ids])
+    for table in (backups_table(meta_schema), inserted_ids_table(meta_schema)):
+        pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(table), [run_ids])
 
 
 # -- snapshot and drift -------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from orchestrator import db
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
     """Create the metadata schema and tables if absent; nobody but the owner may read them."""
     with pg.transaction():
-        pg.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(meta_schema)))
+        if not db.schema_exists(pg, meta_schema):  # `if not exists` alone needs CREATE on the database
+            pg.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(meta_schema)))
         pg.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(meta_schema)))
         db.set_search_path(pg, meta_schema)
         pg.execute(db.packaged_sql("metadata.sql"))
@@ -62,6 +63,20 @@ def finish_dry_run(pg, meta_schema: str, dry_run_id: str, **fields) -> None:
         ),
         [*fields.values(), dry_run_id],
     )
+
+
+# the dry-run tables promote reads; a dry run records their oids (a dbt rebuild makes new tables)
+DRY_RUN_TABLES = ("profile", "context_intent", "migration_summary")
+
+
+def dry_run_relations(pg, dry_run_schema: str) -> dict[str, int]:
+    """{table: oid} of the dry-run tables present in ``dry_run_schema``."""
+    rows = pg.execute(
+        "select c.relname, c.oid::bigint from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = any(%s) and c.relkind in ('r', 'p')",
+        [dry_run_schema, list(DRY_RUN_TABLES)],
+    ).fetchall()
+    return {name: oid for name, oid in sorted(rows)}
 
 
 def latest_dry_run(pg, meta_schema: str, *, dry_run_schema: str, legacy_schema: str) -> dict | None:

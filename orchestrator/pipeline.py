@@ -65,15 +65,29 @@ def _node_count(target_path: Path) -> int | None:
 
 
 def models_version(target_path: Path) -> str | None:
-    """A hash of every model, seed and test checksum in the manifest: which version of the models built this."""
+    """A hash of what decides a dry run's content, from the manifest: which version of the models built this.
+
+    Every model, seed and test checksum (the file), each enforced contract's checksum (column names
+    and types live in YAML, not in the file), each test's severity settings, and the project's own
+    macros (the normalisation rules and the generic tests live there).
+    """
     try:
         manifest = json.loads((target_path / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    checksums = sorted(
-        f"{uid}:{node.get('checksum', {}).get('checksum')}" for uid, node in manifest.get("nodes", {}).items()
-    )
-    return hashlib.sha256("\n".join(checksums).encode()).hexdigest()
+    severity_keys = ("severity", "error_if", "warn_if", "where", "enabled")
+    parts = [
+        f"{uid}:{node.get('checksum', {}).get('checksum')}:{(node.get('contract') or {}).get('checksum')}:"
+        + json.dumps({key: (node.get("config") or {}).get(key) for key in severity_keys}, sort_keys=True)
+        for uid, node in manifest.get("nodes", {}).items()
+    ]
+    project = manifest.get("metadata", {}).get("project_name")
+    parts += [
+        f"{uid}:{hashlib.sha256((macro.get('macro_sql') or '').encode()).hexdigest()}"
+        for uid, macro in manifest.get("macros", {}).items()
+        if macro.get("package_name") == project
+    ]
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
 
 
 def dry_run(
@@ -92,6 +106,9 @@ def dry_run(
     with contextlib.ExitStack() as stack:
         if pg is None:
             pg = stack.enter_context(db.connect(conn, autocommit=True))
+        from orchestrator.promote import dry_run_lock
+
+        stack.enter_context(dry_run_lock(pg))  # two dbt builds at once would mix their tables
         db.require_legacy_tables(pg, settings.legacy_schema)
         metadata.ensure(pg, settings.meta_schema)
         before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
@@ -132,14 +149,16 @@ def dry_run(
             status=status,
             dbt_invocation_id=result.invocation_id,
             models_version=models_version(result.target_path),
+            dry_run_tables=metadata.dry_run_relations(pg, dry_run_schema),
             fingerprint_after=after,
             chat_fingerprint=fingerprint.chat_fingerprint(pg, settings.legacy_schema),
             error_failures=error_failures,
             warn_failures=warn_failures,
             message=None if result.success else result.describe_failure(),
         )
-        record = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=dry_run_schema,
-                                         legacy_schema=settings.legacy_schema)
+        record = metadata.latest_dry_run(
+            pg, settings.meta_schema, dry_run_schema=dry_run_schema, legacy_schema=settings.legacy_schema
+        )
         summary = read_summary(pg, dry_run_schema)
     outcome = DryRunOutcome(dbt=result, record=record, summary=summary)
     if status != "built":
@@ -292,8 +311,9 @@ def verify(settings: Settings, conn: ConnInfo) -> list[dict]:
             if isinstance(expected, sql.Composable):
                 expected = pg.execute(expected.format(**names)).fetchone()[0]
             results.append({"check": name, "value": value, "expected": expected, "passed": value == expected})
-        dry_run = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema,
-                                          legacy_schema=legacy)
+        dry_run = metadata.latest_dry_run(
+            pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=legacy
+        )
         if dry_run is not None and dry_run.get("chat_fingerprint"):
             now = fingerprint.chat_fingerprint(pg, legacy)
             then = dry_run["chat_fingerprint"]
@@ -332,10 +352,17 @@ def _private_file(path: Path) -> io.TextIOWrapper:
     return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
-def report(settings: Settings, conn: ConnInfo, fmt: str, out_dir: Path) -> list[Path]:
-    """Export the conflict log, the unmapped-field log and the summary, with stable names and order."""
+def report(settings: Settings, conn: ConnInfo, fmt: str, out_dir: Path, **html_options) -> list[Path]:
+    """Export the conflict log, the unmapped-field log and the summary, with stable names and order.
+
+    ``html`` is the visual report (orchestrator.reviewer.html_report, which takes ``html_options``).
+    """
+    if fmt == "html":
+        from orchestrator import reviewer
+
+        return reviewer.html_report(settings, conn, out_dir, **html_options)
     if fmt not in ("csv", "json", "md"):
-        raise OrchestratorError(f"unknown report format {fmt!r}: use csv, json or md")
+        raise OrchestratorError(f"unknown report format {fmt!r}: use csv, json, md or html")
     tables = {}
     with db.connect(conn) as pg:
         for name, (columns, order) in REPORT_QUERIES.items():

@@ -1,10 +1,13 @@
 """Promote the verified dry run into the live tables, and roll back (spec §8, §9).
 
 Order of a promote: take the promote lock (one promote or rollback at a time) → mark runs that
-died → check the gates (read-only) → show the plan and ask → record `started` → one transaction:
-re-check the legacy fingerprint, check live drift, create the tables if absent, back up and write
-only the rows that differ, refresh the snapshot, record `committed`. A failure records `failed`;
-a killed process leaves `started`, which the next run reports and marks `died`.
+died → check the gates (read-only; one of them parses the project: the dry run must have been built
+by the current models) → show the plan and ask → record `started` → one transaction: lock the
+dry-run tables and check they are the ones the gated dry run built, re-check the legacy fingerprint,
+check live drift, create the tables if absent, back up and write only the rows that differ, refresh
+the snapshot, record `committed`. A failure records `failed`; a killed process leaves `started`,
+which the next run reports and marks `died`. ``fault_point`` calls mark where the hardening tests
+crash it (orchestrator/faults.py, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from orchestrator import db, fingerprint, live, metadata
 from orchestrator.config import Settings
 from orchestrator.embedded import ConnInfo
 from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.faults import fault_point
 
 # pg_advisory_lock key: "orchestrator promote" (one promote or rollback at a time, per database)
 LOCK_KEY = 0x6F7263_70726F6D
@@ -71,6 +75,30 @@ def promote_lock(conn: ConnInfo, what: str) -> Iterator[psycopg.Connection]:
                 pg.execute("select pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
+# pg_advisory_lock(class, 0): "orcd", one dry run (dbt build into a dry-run schema) at a time per database
+DRY_RUN_LOCK = (0x6F726364, 0)
+
+
+@contextlib.contextmanager
+def dry_run_lock(pg: psycopg.Connection) -> Iterator[None]:
+    """Held by a dry run on its (autocommit) connection while it builds: two dbt builds at once would
+    replace each other's tables, and a dry run's record must describe the tables it leaves."""
+    if not pg.execute("select pg_try_advisory_lock(%s, %s)", DRY_RUN_LOCK).fetchone()[0]:
+        holder = pg.execute(
+            "select a.pid, a.application_name from pg_locks as l join pg_stat_activity as a on a.pid = l.pid"
+            " where l.locktype = 'advisory' and l.granted and l.classid = %s::bigint::oid"
+            " and l.objid = %s::bigint::oid and l.objsubid = 2 limit 1",
+            DRY_RUN_LOCK,
+        ).fetchone()
+        who = f" ({holder[1] or 'a session'}, pid {holder[0]})" if holder else ""
+        raise OrchestratorError(f"another dry run is building on this database{who}: wait for it to finish, then retry")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            pg.execute("select pg_advisory_unlock(%s, %s)", DRY_RUN_LOCK)
+
+
 def fill_scope_table(pg: psycopg.Connection, meta_schema: str, users: list[str]) -> sql.Identifier:
     """The users of a partial promote, in a metadata table the dbt rebuild can read too (under the lock)."""
     table = sql.Identifier(meta_schema, SCOPE_TABLE)
@@ -102,21 +130,46 @@ def check_gates(
     dry_run_schema: str,
     max_conflict_rate: Decimal,
     scope_table: sql.Composable | None,
+    current_models_version: str | None = None,
 ) -> list[Gate]:
-    """The four gates of spec §8, each with its figure and what to do when it fails."""
+    """The four gates of spec §8, each with its figure and what to do when it fails; with
+    ``current_models_version`` (promote passes it), a fifth: the dry run was built by these models."""
     gates = []
     if dry_run is None:
         return [Gate("dry run complete", False, "no dry run recorded", "run `orchestrator dry-run` first")]
     complete = dry_run["status"] == "built" and (dry_run["error_failures"] or 0) == 0
-    gates.append(
-        Gate(
-            "dry run complete, every error-severity dbt test passed",
-            complete,
-            f"status {dry_run['status']}, {dry_run['error_failures'] or 0} failing error-severity tests"
-            f" (dry run {dry_run['dry_run_id'][:12]}, dbt invocation {dry_run['dbt_invocation_id']})",
-            "fix what the failing tests report and run `orchestrator dry-run` again",
+    if dry_run["status"] == "started":
+        gates.append(
+            Gate(
+                "dry run complete, every error-severity dbt test passed",
+                False,
+                f"dry run {dry_run['dry_run_id'][:12]} started at {dry_run['started_at']:%Y-%m-%d %H:%M:%S} has not"
+                f" finished: it is still building, or it died",
+                "wait for it to finish, or run `orchestrator dry-run` again",
+            )
         )
-    )
+    else:
+        gates.append(
+            Gate(
+                "dry run complete, every error-severity dbt test passed",
+                complete,
+                f"status {dry_run['status']}, {dry_run['error_failures'] or 0} failing error-severity tests"
+                f" (dry run {dry_run['dry_run_id'][:12]}, dbt invocation {dry_run['dbt_invocation_id']})",
+                "fix what the failing tests report and run `orchestrator dry-run` again",
+            )
+        )
+    if current_models_version is not None:
+        built_by = dry_run.get("models_version")
+        gates.append(
+            Gate(
+                "dry run built by the current models",
+                built_by == current_models_version,
+                "models version of the dry run "
+                f"{(built_by or 'unknown')[:12]}, of the project now {current_models_version[:12]}"
+                + ("" if built_by == current_models_version else " (a model, seed, test, macro or contract changed)"),
+                "run `orchestrator dry-run` again with the current models, then promote",
+            )
+        )
     summary = summary_of(pg, dry_run_schema)
     accounted = summary.get("keys_accounted", {})
     gates.append(
@@ -140,7 +193,9 @@ def check_gates(
     current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
     stable_during_build = dry_run["fingerprint_before"] == dry_run["fingerprint_after"]
     unchanged_since = dry_run["fingerprint_after"] == current
-    if not stable_during_build:
+    if dry_run["fingerprint_after"] is None:  # the dry run never finished: nothing to compare with
+        figure = "the dry run did not finish, so there is no fingerprint of the legacy tables after its build"
+    elif not stable_during_build:
         figure = "the legacy tables changed while the dry run was building: " + fingerprint.describe_difference(
             dry_run["fingerprint_before"], dry_run["fingerprint_after"] or {}
         )
@@ -191,14 +246,15 @@ def promote(
             ).fetchall()
             if unknown:
                 raise CheckFailed(
-                    f"not legacy users: {', '.join(repr(u[0]) for u in unknown)}: check the ids (they match "
+                    f"not legacy users: {', '.join(_shown_id(u[0]) for u in unknown)}: check the ids (they match "
                     f'"User"."id" byte for byte); nothing was changed'
                 )
             dry_run = rebuild_scope(pg)
             dry_run_schema = dry_run["dry_run_schema"]
         else:
-            dry_run = metadata.latest_dry_run(pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema,
-                                              legacy_schema=settings.legacy_schema)
+            dry_run = metadata.latest_dry_run(
+                pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=settings.legacy_schema
+            )
         scope = "users" if users is not None else "all"
         gates = check_gates(
             pg,
@@ -207,6 +263,7 @@ def promote(
             dry_run_schema=dry_run_schema,
             max_conflict_rate=max_conflict_rate,
             scope_table=scope_table,
+            current_models_version=current_models_version(settings, conn) if dry_run is not None else None,
         )
         failed = [gate for gate in gates if not gate.passed]
         if failed:
@@ -226,6 +283,7 @@ def promote(
                 "promote refused, nothing was changed: "
                 + "; ".join(f"gate '{g.name}' failed ({g.figure}): {g.remedy}" for g in failed)
             )
+        fault_point("promote:after-gates")
 
         present = live.live_tables_present(pg, settings.live_schema)
         if any(present.values()) and not all(present.values()):
@@ -260,9 +318,11 @@ def promote(
                 ),
                 [run_id],
             )
+        fault_point("promote:started")
         try:
             with pg.transaction():
                 pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
+                _hold_dry_run(pg, dry_run, dry_run_schema)
                 current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
                 if current != dry_run["fingerprint_after"]:
                     raise CheckFailed(
@@ -279,20 +339,66 @@ def promote(
                 for pair in pairs:
                     live.write(pg, pair, scope_table, settings.meta_schema, run_id)
                 live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+                fault_point("promote:before-audit")
                 metadata.finish_run(
                     pg, settings.meta_schema, run_id, "committed", counts=change_plan, created_tables=not exists
                 )
+                fault_point("promote:audit-row")
         except BaseException as exc:
             status = "refused" if isinstance(exc, CheckFailed) else "failed"
             with contextlib.suppress(psycopg.Error):
                 metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
             if isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise OrchestratorError(
-                    f"could not lock the live tables within {lock_timeout} (application traffic holds them); "
-                    f"nothing was changed: retry later or raise --lock-timeout"
+                    f"could not lock the live tables (or the dry-run tables, while a dbt build replaces them) within "
+                    f"{lock_timeout} (application traffic holds them); nothing was changed: retry later or raise "
+                    f"--lock-timeout"
                 ) from None
             raise
+        fault_point("promote:after-commit")
         return PromoteResult(run_id, change_plan, not exists, gates, dead)
+
+
+def current_models_version(settings: Settings, conn: ConnInfo) -> str:
+    """The models version (pipeline.models_version) of the project as it is now: `dbt parse` into a
+    target path of its own (a dry run building at the same time keeps its own)."""
+    from orchestrator.dbt import run_dbt
+    from orchestrator.pipeline import models_version
+
+    result = run_dbt(
+        settings.project_dir,
+        conn,
+        ["parse"],
+        env={**settings.dbt_env(), "MIGRATION_META_SCHEMA": settings.meta_schema},
+        state_dir=settings.home / "parse",
+    )
+    version = models_version(result.target_path) if result.success else None
+    if version is None:
+        raise OrchestratorError(
+            f"{result.describe_failure()}: cannot tell which version of the models the project holds, so promote "
+            f"cannot check that the dry run was built by them; nothing was changed"
+        )
+    return version
+
+
+def _hold_dry_run(pg: psycopg.Connection, dry_run: dict, dry_run_schema: str) -> None:
+    """Inside the promote transaction: lock the dry-run tables promote reads (a dbt build replacing them
+    waits until the commit: dbt renames in a transaction), and make sure they are the very tables the
+    gated dry run built, not a later rebuild (another dry run, or dbt run by hand)."""
+    present = [t for t in metadata.DRY_RUN_TABLES if db.table_exists(pg, dry_run_schema, t)]
+    if present:
+        pg.execute(
+            sql.SQL("lock table {} in share mode").format(
+                sql.SQL(", ").join(sql.Identifier(dry_run_schema, t) for t in present)
+            )
+        )
+    now = metadata.dry_run_relations(pg, dry_run_schema)
+    if not dry_run.get("dry_run_tables") or now != dry_run["dry_run_tables"]:
+        raise CheckFailed(
+            f"promote refused, nothing was changed: the tables in schema {dry_run_schema} are not the ones dry run "
+            f"{dry_run['dry_run_id'][:12]} built and the gates checked (a later dbt build replaced them, or that dry "
+            f"run is still building): run `orchestrator dry-run` again, then promote"
+        )
 
 
 def _plan_for_new_tables(pg, dry_run_schema: str, scope_table: sql.Composable | None) -> dict[str, dict[str, int]]:
@@ -317,6 +423,13 @@ def _refuse_drift(pg, settings: Settings, force: bool, command: str) -> None:
             f"({total} rows differ: {detail}), probably written by the application: check them, then use --force "
             f"to overwrite"
         )
+
+
+def _shown_id(user_id: str) -> str:
+    """A user id as a message shows it: repr (quotes, escapes), cut short when long."""
+    if len(user_id) <= 80:
+        return repr(user_id)
+    return f"{user_id[:60]!r}... ({len(user_id)} characters)"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -370,6 +483,7 @@ def rollback(
             scope="all",
             message=action,
         )
+        fault_point("rollback:started")
         try:
             with pg.transaction():
                 pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
@@ -397,6 +511,8 @@ def rollback(
                     )
                 live.forget_run(pg, settings.meta_schema, undone)
                 live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+                # before the commit: once committed, nothing may fail and make a done rollback look undone
+                legacy_after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
                 metadata.finish_run(
                     pg,
                     settings.meta_schema,
@@ -405,6 +521,7 @@ def rollback(
                     counts=counts,
                     undoes_run_id=last["run_id"] if last else None,
                 )
+                fault_point("rollback:before-commit")
         except BaseException as exc:
             with contextlib.suppress(psycopg.Error):
                 metadata.finish_run(
@@ -419,7 +536,7 @@ def rollback(
                     f"could not lock the live tables within {lock_timeout}; nothing was changed: retry later"
                 ) from None
             raise
-        legacy_after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
+        fault_point("rollback:after-commit")
         return RollbackResult(
             run_id,
             last["run_id"] if last else None,

@@ -102,13 +102,17 @@ conflict_counts as (
     from conflicts
 ),
 
+profile_users as (
+    select distinct user_id from profiles
+),
+
 user_counts as (
     select
         count(*) as users,
-        count(profiles.user_id) as users_with_a_profile
+        count(profile_users.user_id) as users_with_a_profile
     from users
-    left join (select distinct user_id from profiles) as profiles
-        on users.user_id = profiles.user_id
+    left join profile_users
+        on users.user_id = profile_users.user_id
 ),
 
 profile_counts as (

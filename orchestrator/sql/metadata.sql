@@ -12,6 +12,7 @@ create table if not exists dry_runs (
     legacy_schema      text not null,
     dry_run_schema     text not null,
     models_version     text,                                  -- hash of the dbt manifest's node checksums
+    dry_run_tables     jsonb,                                 -- {table: oid} of the tables promote reads
     fingerprint_before jsonb,
     fingerprint_after  jsonb,
     chat_fingerprint   jsonb,
@@ -19,6 +20,8 @@ create table if not exists dry_runs (
     warn_failures      integer,
     message            text
 );
+
+alter table dry_runs add column if not exists dry_run_tables jsonb;  -- metadata made before it existed
 
 create table if not exists runs (
     run_id             text primary key,
@@ -52,4 +55,20 @@ create table if not exists live_snapshot (
     id         text not null,
     row_hash   text not null,
     primary key (table_name, id)
+);
+
+-- rollback: the live rows a promote replaced or removed (as jsonb, so that nothing here depends on
+-- the live tables' types), and the ids it inserted
+create table if not exists run_backups (
+    run_id     text not null,
+    table_name text not null,
+    row_data   jsonb not null
+);
+create index if not exists run_backups_run_id on run_backups (run_id, table_name);
+
+create table if not exists run_inserted_ids (
+    run_id     text not null,
+    table_name text not null,
+    id         text not null,
+    primary key (run_id, table_name, id)
 );

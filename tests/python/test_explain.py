@@ -59,8 +59,12 @@ def reconciliation_problems(conn, dry_run_schema: str) -> dict[str, int]:
             and c.field = p.field || coalesce('.' || (atom ->> 'sub_key'), '')
             and c.chosen <> atom -> 'chosen_value'""",
     }
-    names = {"p": f"{dry_run_schema}.migration_key_provenance", "s": f"{dry_run_schema}.migration_summary",
-             "u": f"{dry_run_schema}.migration_unmapped_fields", "c": f"{dry_run_schema}.migration_conflicts"}
+    names = {
+        "p": f"{dry_run_schema}.migration_key_provenance",
+        "s": f"{dry_run_schema}.migration_summary",
+        "u": f"{dry_run_schema}.migration_unmapped_fields",
+        "c": f"{dry_run_schema}.migration_conflicts",
+    }
     with psycopg.connect(**conn.kwargs()) as pg:
         return {name: pg.execute(query.format(**names)).fetchone()[0] for name, query in checks.items()}
 
@@ -81,17 +85,26 @@ def test_provenance_reconciles_on_the_fixtures(built):
 def test_provenance_reconciles_on_generated_drift_data(settings, database):
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         legacy_generator.load(pg, "legacy_provenance", legacy_generator.generate(seed=7, n_users=250))
-    generated = dataclasses.replace(settings, legacy_schema="legacy_provenance",
-                                    dry_run_schema="provenance_dry_run")
+    generated = dataclasses.replace(settings, legacy_schema="legacy_provenance", dry_run_schema="provenance_dry_run")
     pipeline.dry_run(generated, database, QUIET)
     problems = reconciliation_problems(database, generated.dry_run_schema)
     assert problems == dict.fromkeys(problems, 0)
     with psycopg.connect(**database.kwargs()) as pg:
-        outcomes = dict(pg.execute(
-            "select outcome, count(*) from provenance_dry_run.migration_key_provenance group by 1").fetchall())
+        outcomes = dict(
+            pg.execute(
+                "select outcome, count(*) from provenance_dry_run.migration_key_provenance group by 1"
+            ).fetchall()
+        )
     # the generated drift exercises every outcome
-    assert set(outcomes) >= {"chosen", "same_as_chosen", "lost_conflict", "merged", "partly_deduplicated",
-                             "absent", "unmapped"}
+    assert set(outcomes) >= {
+        "chosen",
+        "same_as_chosen",
+        "lost_conflict",
+        "merged",
+        "partly_deduplicated",
+        "absent",
+        "unmapped",
+    }
 
 
 def test_explain_one_user_json(built):
@@ -104,8 +117,9 @@ def test_explain_one_user_json(built):
     assert len(keys) == 10
     location = keys[("p04r", "location")]
     assert location["outcome"] == "lost_conflict" and location["target"] == "profile"
-    assert location["atom_details"] == [{"value": "SF", "outcome": "lost_conflict", "chosen_value": "NYC",
-                                         "chosen_from_legacy_profile_id": "p04f"}]
+    assert location["atom_details"] == [
+        {"value": "SF", "outcome": "lost_conflict", "chosen_value": "NYC", "chosen_from_legacy_profile_id": "p04f"}
+    ]
     assert keys[("p04r", "name")]["legacy_value"] == " Bo " and keys[("p04r", "name")]["normalised_value"] == "Bo"
     assert keys[("p04r", "name")]["outcome"] == "same_as_chosen"
     assert keys[("p04f", "friendshipDepth")]["target_context_type"] == "friendship"

@@ -367,3 +367,24 @@ def test_cli_full_flow(cli, tmp_path):
     assert unknown.exit_code == 1 and "not legacy users" in unknown.output
     rolled = invoke(["rollback", "--yes"], cli)
     assert rolled.exit_code == 0 and "Legacy tables verified unchanged" in rolled.output
+
+
+def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
+    """Backups must not depend on the legacy schema's types: reloading the fixtures drops the enum
+    "RelationshipContextType" with its schema, and the metadata (kept) must still restore exactly."""
+    settings, conn = fresh
+    promote(settings, conn)
+    fixtures.load(settings, conn, LEGACY)  # drops and recreates the schema, live tables and enum included
+    pipeline.dry_run(settings, conn, QUIET)
+    promote(settings, conn)
+    before_change = live_dump(conn)
+    execute(
+        conn,
+        """update legacy_fixtures."Profile" set data = data || '{"friendshipDepth": "best_friend"}'
+                     where id = 'p03f'""",
+    )
+    pipeline.dry_run(settings, conn, QUIET)
+    promote(settings, conn)
+    assert live_dump(conn) != before_change
+    promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    assert live_dump(conn) == before_change

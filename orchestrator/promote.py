@@ -345,16 +345,14 @@ def promote(
                 )
                 fault_point("promote:audit-row")
         except BaseException as exc:
-            status = "refused" if isinstance(exc, CheckFailed) else "failed"
-            with contextlib.suppress(psycopg.Error):
-                metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
-            if isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise OrchestratorError(
-                    f"could not lock the live tables (or the dry-run tables, while a dbt build replaces them) within "
-                    f"{lock_timeout} (application traffic holds them); nothing was changed: retry later or raise "
-                    f"--lock-timeout"
-                ) from None
-            raise
+            _record_outcome_and_reraise(
+                pg,
+                settings,
+                run_id,
+                exc,
+                lock_timeout,
+                "the live tables (or the dry-run tables, while a dbt build replaces them)",
+            )
         fault_point("promote:after-commit")
         return PromoteResult(run_id, change_plan, not exists, gates, dead)
 
@@ -430,6 +428,22 @@ def _shown_id(user_id: str) -> str:
     if len(user_id) <= 80:
         return repr(user_id)
     return f"{user_id[:60]!r}... ({len(user_id)} characters)"
+
+
+def _record_outcome_and_reraise(
+    pg, settings: Settings, run_id: str, exc: BaseException, lock_timeout: str, what: str
+) -> None:
+    """A run's transaction failed: record `refused` (a check) or `failed`, then re-raise; a lock wait
+    that ran out becomes a clear could-not-run error."""
+    with contextlib.suppress(psycopg.Error):
+        status = "refused" if isinstance(exc, CheckFailed) else "failed"
+        metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        raise OrchestratorError(
+            f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "
+            f"retry later or raise --lock-timeout"
+        ) from None
+    raise exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -523,19 +537,7 @@ def rollback(
                 )
                 fault_point("rollback:before-commit")
         except BaseException as exc:
-            with contextlib.suppress(psycopg.Error):
-                metadata.finish_run(
-                    pg,
-                    settings.meta_schema,
-                    run_id,
-                    "refused" if isinstance(exc, CheckFailed) else "failed",
-                    message=_one_line(exc),
-                )
-            if isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise OrchestratorError(
-                    f"could not lock the live tables within {lock_timeout}; nothing was changed: retry later"
-                ) from None
-            raise
+            _record_outcome_and_reraise(pg, settings, run_id, exc, lock_timeout, "the live tables")
         fault_point("rollback:after-commit")
         return RollbackResult(
             run_id,

@@ -388,3 +388,17 @@ def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
     assert live_dump(conn) != before_change
     promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
     assert live_dump(conn) == before_change
+
+
+def test_promote_fails_clearly_when_the_app_holds_a_live_table(fresh):
+    settings, conn = fresh
+    promote(settings, conn)
+    execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Rome"}' where id = 'p02r'""")
+    pipeline.dry_run(settings, conn, QUIET)
+    before = live_dump(conn)
+    with psycopg.connect(**conn.kwargs()) as app_session:
+        app_session.execute('lock table legacy_fixtures."UserProfile" in access exclusive mode')
+        with pytest.raises(Exception, match=r"could not lock the live tables .* within 1s"):
+            promote(settings, conn, lock_timeout="1s")
+    assert live_dump(conn) == before
+    assert audit(conn, settings)[-1] == ("promote", "failed", "all")

@@ -52,9 +52,10 @@ class PromoteResult:
 
 
 @contextlib.contextmanager
-def promote_lock(conn: ConnInfo, what: str) -> Iterator[psycopg.Connection]:
+def promote_lock(conn: ConnInfo, what: str, lock_timeout: str | None = None) -> Iterator[psycopg.Connection]:
     """An autocommit connection holding the session-level promote lock (released when it closes, also
-    when the process dies)."""
+    when the process dies). With ``lock_timeout``, every statement of the session, planning included,
+    gives up waiting for a table lock after that long rather than queueing behind application traffic."""
     with db.connect(conn, autocommit=True, application_name=f"orchestrator {what}") as pg:
         got = pg.execute("select pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
         if not got:
@@ -69,7 +70,14 @@ def promote_lock(conn: ConnInfo, what: str) -> Iterator[psycopg.Connection]:
                 f"another promote or rollback is running on this database{who}: wait for it to finish, then retry"
             )
         try:
+            if lock_timeout is not None:
+                pg.execute(sql.SQL("set lock_timeout = {}").format(sql.Literal(lock_timeout)))
             yield pg
+        except psycopg.errors.LockNotAvailable:
+            raise OrchestratorError(
+                f"could not lock a table within {lock_timeout} (application traffic holds it); nothing was "
+                f"changed: retry later or raise --lock-timeout"
+            ) from None
         finally:
             with contextlib.suppress(psycopg.Error):
                 pg.execute("select pg_advisory_unlock(%s)", [LOCK_KEY])
@@ -232,7 +240,7 @@ def promote(
     rebuild_scope: Callable[[psycopg.Connection], dict] | None = None,
 ) -> PromoteResult:
     """Publish the dry run (or, with ``users``, those users rebuilt from current legacy data)."""
-    with promote_lock(conn, "promote") as pg:
+    with promote_lock(conn, "promote", lock_timeout) as pg:
         metadata.ensure(pg, settings.meta_schema)
         dead = metadata.mark_dead_runs(pg, settings.meta_schema)
         scope_table = None
@@ -469,7 +477,7 @@ def rollback(
     force: bool = False,
     lock_timeout: str = "5s",
 ) -> RollbackResult:
-    with promote_lock(conn, "rollback") as pg:
+    with promote_lock(conn, "rollback", lock_timeout) as pg:
         metadata.ensure(pg, settings.meta_schema)
         dead = metadata.mark_dead_runs(pg, settings.meta_schema)
         last = metadata.last_committed_promote(pg, settings.meta_schema)

@@ -213,6 +213,58 @@ def write(
     )
 
 
+def load_new(pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None) -> None:
+    """Fill a live table this same transaction created: load it bare, then rebuild its primary key,
+    indexes and foreign keys from their own catalog definitions (same names and definitions, so the
+    catalog stays exactly Prisma's). One bulk index build and one foreign-key validation join instead
+    of per-row index maintenance and per-row foreign-key triggers. Rollback of such a run drops the
+    tables, so nothing is recorded for it row by row."""
+    table = pg.execute(
+        "select to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", [pair.live_schema, pair.live_table]
+    ).fetchone()[0]
+    constraints = pg.execute(
+        "select conname, pg_get_constraintdef(oid), contype from pg_constraint where conrelid = %s"
+        " order by contype = 'f', conname",
+        [table],
+    ).fetchall()
+    indexes = pg.execute(
+        "select c.relname, pg_get_indexdef(i.indexrelid) from pg_index as i join pg_class as c on c.oid = i.indexrelid"
+        " where i.indrelid = %s and not exists (select 1 from pg_constraint as k where k.conindid = i.indexrelid)"
+        " order by c.relname",
+        [table],
+    ).fetchall()
+    for name, _, _ in reversed(constraints):
+        pg.execute(sql.SQL("alter table {} drop constraint {}").format(pair.live, sql.Identifier(name)))
+    for name, _ in indexes:
+        pg.execute(sql.SQL("drop index {}").format(sql.Identifier(pair.live_schema, name)))
+    pg.execute(
+        sql.SQL("insert into {live} ({columns}) select {values} from {dry} as d where {scope}").format(
+            live=pair.live,
+            columns=pair.live_column_list(),
+            values=pair.dry_values("d"),
+            dry=pair.dry,
+            scope=scope_filter(sql.SQL("d.user_id"), scope_table),
+        )
+    )
+    fault_point("promote:mid-write")
+    for name, definition, kind in constraints:
+        if kind != "f":
+            pg.execute(
+                sql.SQL("alter table {} add constraint {} {}").format(
+                    pair.live, sql.Identifier(name), sql.SQL(definition)
+                )
+            )
+    for _, definition in indexes:
+        pg.execute(sql.SQL(definition))  # the server's own text of the index it had
+    for name, definition, kind in constraints:
+        if kind == "f":
+            pg.execute(
+                sql.SQL("alter table {} add constraint {} {}").format(
+                    pair.live, sql.Identifier(name), sql.SQL(definition)
+                )
+            )
+
+
 def restore(pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: str) -> dict[str, int]:
     """Undo one run's write: remove the rows it inserted, put back the rows it replaced or removed."""
     removed = pg.execute(
@@ -247,28 +299,41 @@ def forget_run(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> 
 # -- snapshot and drift -------------------------------------------------------------------------------
 
 
-def _row_hashes(live: sql.Identifier) -> sql.Composable:
-    return sql.SQL("select l.{id} as id, md5(l::text) as row_hash from {live} as l").format(
-        id=sql.Identifier("id"), live=live
+def _row_hashes(live: sql.Identifier, scope_table: sql.Composable | None) -> sql.Composable:
+    return sql.SQL(
+        "select l.{id} as id, l.{user_id} as user_id, md5(l::text) as row_hash from {live} as l where {scope}"
+    ).format(
+        id=sql.Identifier("id"),
+        user_id=sql.Identifier("userId"),
+        live=live,
+        scope=scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table),
     )
 
 
-def refresh_snapshot(pg: psycopg.Connection, meta_schema: str, live_schema: str) -> None:
-    """Record what the live tables hold now, as we left them."""
+def refresh_snapshot(
+    pg: psycopg.Connection, meta_schema: str, live_schema: str, scope_table: sql.Composable | None = None
+) -> None:
+    """Record what the live tables hold now, as we left them (for a partial promote: its users' rows)."""
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
-    pg.execute(sql.SQL("delete from {}").format(snapshot))
+    pg.execute(
+        sql.SQL("delete from {} as s where {}").format(snapshot, scope_filter(sql.SQL("s.user_id"), scope_table))
+    )
     for live_table in LIVE_TABLES.values():
         if db.table_exists(pg, live_schema, live_table):
             pg.execute(
-                sql.SQL("insert into {} (table_name, id, row_hash) select %s, h.id, h.row_hash from ({}) as h").format(
-                    snapshot, _row_hashes(sql.Identifier(live_schema, live_table))
-                ),
+                sql.SQL(
+                    "insert into {} (table_name, id, user_id, row_hash)"
+                    " select %s, h.id, h.user_id, h.row_hash from ({}) as h"
+                ).format(snapshot, _row_hashes(sql.Identifier(live_schema, live_table), scope_table)),
                 [live_table],
             )
 
 
-def drift(pg: psycopg.Connection, meta_schema: str, live_schema: str) -> dict[str, int]:
-    """Rows of each live table that differ from what we last left there (added, changed or removed)."""
+def drift(
+    pg: psycopg.Connection, meta_schema: str, live_schema: str, scope_table: sql.Composable | None = None
+) -> dict[str, int]:
+    """Rows of each live table that differ from what we last left there (added, changed or removed);
+    for a partial promote, among its users' rows only (it touches no other row)."""
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
     result = {}
     for live_table in LIVE_TABLES.values():
@@ -276,9 +341,13 @@ def drift(pg: psycopg.Connection, meta_schema: str, live_schema: str) -> dict[st
             continue
         count = pg.execute(
             sql.SQL(
-                "select count(*) from ({hashes}) as h full join (select * from {snapshot} where table_name = %s) as s"
-                " on h.id = s.id where h.row_hash is distinct from s.row_hash"
-            ).format(hashes=_row_hashes(sql.Identifier(live_schema, live_table)), snapshot=snapshot),
+                "select count(*) from ({hashes}) as h full join (select * from {snapshot} as s where s.table_name = %s"
+                " and {scope}) as s on h.id = s.id where h.row_hash is distinct from s.row_hash"
+            ).format(
+                hashes=_row_hashes(sql.Identifier(live_schema, live_table), scope_table),
+                snapshot=snapshot,
+                scope=scope_filter(sql.SQL("s.user_id"), scope_table),
+            ),
             [live_table],
         ).fetchone()[0]
         result[live_table] = count

@@ -11,15 +11,29 @@ from psycopg.types.json import Jsonb
 
 from orchestrator import db
 
+# Bump when metadata.sql changes: the schema's comment records the version its tables are at.
+METADATA_VERSION = "orchestrator metadata 3"
+
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
-    """Create the metadata schema and tables if absent; nobody but the owner may read them."""
+    """Create (or upgrade) the metadata schema and tables; nobody but the owner may read them.
+
+    At the current version it does nothing: DDL such as `alter table ... add column if not exists`
+    takes a table lock even when there is nothing to do, and would queue behind a running promote."""
+    comment = pg.execute(
+        "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = %s", [meta_schema]
+    ).fetchone()
+    if comment is not None and comment[0] == METADATA_VERSION:
+        return
     with pg.transaction():
-        if not db.schema_exists(pg, meta_schema):  # `if not exists` alone needs CREATE on the database
+        if comment is None:  # `create schema if not exists` alone needs CREATE on the database
             pg.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(meta_schema)))
         pg.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(meta_schema)))
         db.set_search_path(pg, meta_schema)
         pg.execute(db.packaged_sql("metadata.sql"))
+        pg.execute(
+            sql.SQL("comment on schema {} is {}").format(sql.Identifier(meta_schema), sql.Literal(METADATA_VERSION))
+        )
 
 
 def new_id() -> str:

@@ -340,13 +340,15 @@ def promote(
                         + "): run `orchestrator dry-run` again"
                     )
                 if exists:
-                    _refuse_drift(pg, settings, force, "promote")
+                    _refuse_drift(pg, settings, force, "promote", scope_table)
+                    for pair in pairs:
+                        live.write(pg, pair, scope_table, settings.meta_schema, run_id)
+                    live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, scope_table)
                 else:
                     live.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
-                    pairs = live.table_pairs(pg, dry_run_schema, settings.live_schema)
-                for pair in pairs:
-                    live.write(pg, pair, scope_table, settings.meta_schema, run_id)
-                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+                    for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
+                        live.load_new(pg, pair, scope_table)
+                    live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
                 fault_point("promote:before-audit")
                 metadata.finish_run(
                     pg, settings.meta_schema, run_id, "committed", counts=change_plan, created_tables=not exists
@@ -419,8 +421,8 @@ def _plan_for_new_tables(pg, dry_run_schema: str, scope_table: sql.Composable | 
     return plan
 
 
-def _refuse_drift(pg, settings: Settings, force: bool, command: str) -> None:
-    differing = live.drift(pg, settings.meta_schema, settings.live_schema)
+def _refuse_drift(pg, settings: Settings, force: bool, command: str, scope_table: sql.Composable | None = None) -> None:
+    differing = live.drift(pg, settings.meta_schema, settings.live_schema, scope_table)
     total = sum(differing.values())
     if total and not force:
         detail = ", ".join(f'"{table}" {count}' for table, count in differing.items() if count)

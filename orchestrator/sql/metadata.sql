@@ -50,12 +50,15 @@ create table if not exists run_scope_users (
     primary key (run_id, user_id)
 );
 
+-- what we last left in the live tables, one hash per row (drift detection); no index: it is only
+-- ever read whole or by user, with hash joins
 create table if not exists live_snapshot (
     table_name text not null,
     id         text not null,
-    row_hash   text not null,
-    primary key (table_name, id)
+    user_id    text,
+    row_hash   text not null
 );
+alter table live_snapshot add column if not exists user_id text;
 
 -- rollback: the live rows a promote replaced or removed (as jsonb, so that nothing here depends on
 -- the live tables' types), and the ids it inserted

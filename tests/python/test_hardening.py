@@ -505,7 +505,7 @@ def test_a_dry_run_rebuilt_while_promote_writes_waits_and_cannot_corrupt_it(stag
                     )[0][0]
                     > 0
                 ),
-                60,
+                240,  # dbt builds every intermediate model first: generous for a loaded 2-core CI
                 "the dry run to wait on the promote's lock",
             )
             try:

@@ -347,6 +347,7 @@ def stage_before_state(command: str) -> str:
     return "old" if command == "promote" else "new"
 
 
+@pytest.mark.slow  # kills our own process: the second PostgreSQL version adds little here
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("point", "after", "left_started"), PROMOTE_FAULTS)
 def test_promote_survives_a_fault(stage, tmp_path, point, after, left_started, mode):
@@ -367,6 +368,7 @@ def test_promote_survives_a_fault(stage, tmp_path, point, after, left_started, m
         assert (dead, "promote", "died") in stage.audit()
 
 
+@pytest.mark.slow  # kills our own process: the second PostgreSQL version adds little here
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("point", "after", "left_started"), ROLLBACK_FAULTS)
 def test_rollback_survives_a_fault(stage, tmp_path, point, after, left_started, mode):
@@ -685,6 +687,7 @@ def test_a_dry_run_built_by_other_models_is_refused(stage, tmp_path, cli_env):
 # -- faults that end with no live tables (after these, the old state is gone) -------------------------------
 
 
+@pytest.mark.slow  # kills our own process: the second PostgreSQL version adds little here
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("point", "after", "left_started"), DROP_FAULTS)
 def test_rollback_drop_survives_a_fault(stage, tmp_path, point, after, left_started, mode):
@@ -701,6 +704,7 @@ def test_rollback_drop_survives_a_fault(stage, tmp_path, point, after, left_star
     stage.promote()  # back to the new state, in tables the promote created
 
 
+@pytest.mark.slow  # kills our own process: the second PostgreSQL version adds little here
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("point", "after", "left_started"), CREATE_FAULTS)
 def test_the_promote_that_creates_the_tables_survives_a_fault(stage, tmp_path, point, after, left_started, mode):

@@ -239,6 +239,7 @@ def test_every_docs_block_is_used_and_the_exposures_close_the_graph(docs_site):
         assert exposure["description"].strip() and exposure["owner"]["name"]
 
 
+@pytest.mark.slow  # renders in Chromium: independent of the PostgreSQL version
 def test_docs_site_renders_every_node_in_chromium(docs_site, tmp_path):
     index = Path(docs_site["index"])
     raw = without_scripts(index.read_text())
@@ -331,6 +332,7 @@ def test_html_report_is_private_self_contained_and_complete(html_report, setting
     assert "<code>beliefs.religion</code>" in page and "<code>favouriteColour</code>" in page
 
 
+@pytest.mark.slow  # renders in Chromium: independent of the PostgreSQL version
 def test_html_report_renders_in_chromium(html_report, tmp_path):
     dom = dump_dom(html_report, tmp_path)
     for heading in ("Verdict", "Key accounting", "Conflict rate", "Conflicts by field", "Every unmapped key"):

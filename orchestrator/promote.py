@@ -274,18 +274,17 @@ def promote(
             current_models_version=current_models_version(settings, conn) if dry_run is not None else None,
         )
         failed = [gate for gate in gates if not gate.passed]
+        audit = {
+            "command": "promote",
+            "live_schema": settings.live_schema,
+            "scope": scope,
+            "scope_users": len(users) if users is not None else None,
+            "dry_run": dry_run,
+            "gates": {g.name: g.as_dict() for g in gates},
+        }
         if failed:
             metadata.record_run(
-                pg,
-                settings.meta_schema,
-                command="promote",
-                status="refused",
-                live_schema=settings.live_schema,
-                scope=scope,
-                scope_users=len(users) if users is not None else None,
-                dry_run=dry_run,
-                gates={g.name: g.as_dict() for g in gates},
-                message="; ".join(g.name for g in failed),
+                pg, settings.meta_schema, status="refused", message="; ".join(g.name for g in failed), **audit
             )
             raise CheckFailed(
                 "promote refused, nothing was changed: "
@@ -308,17 +307,7 @@ def promote(
         )
         confirm(change_plan)
 
-        run_id = metadata.record_run(
-            pg,
-            settings.meta_schema,
-            command="promote",
-            status="started",
-            live_schema=settings.live_schema,
-            scope=scope,
-            scope_users=len(users) if users is not None else None,
-            dry_run=dry_run,
-            gates={g.name: g.as_dict() for g in gates},
-        )
+        run_id = metadata.record_run(pg, settings.meta_schema, status="started", **audit)
         if users is not None:
             pg.execute(
                 sql.SQL("insert into {} (run_id, user_id) select %s, user_id from {}").format(

@@ -55,28 +55,19 @@ profile_keys as (
     cross join lateral jsonb_each(profiles.profile_data) as entry
 ),
 
-matched as (
+-- a key's candidate rows: its intent row for this context type and its shared row
+candidates as (
     select
         profile_keys.*,
+        intent_rows.target as intent_target,
+        intent_rows.field as intent_field,
+        intent_rows.kind as intent_kind,
+        shared_rows.target as shared_target,
+        shared_rows.field as shared_field,
+        shared_rows.kind as shared_kind,
         known_keys.legacy_key is not null as is_known,
-        case
-            when intent_rows.priority is not null
-                and (shared_rows.priority is null or intent_rows.priority < shared_rows.priority)
-                then intent_rows.target
-            else shared_rows.target
-        end as target,
-        case
-            when intent_rows.priority is not null
-                and (shared_rows.priority is null or intent_rows.priority < shared_rows.priority)
-                then intent_rows.field
-            else shared_rows.field
-        end as field,
-        case
-            when intent_rows.priority is not null
-                and (shared_rows.priority is null or intent_rows.priority < shared_rows.priority)
-                then intent_rows.kind
-            else shared_rows.kind
-        end as kind,
+        -- the intent row wins when it exists and comes first in the field map (priorities are unique)
+        coalesce(intent_rows.priority < shared_rows.priority, intent_rows.priority is not null) as intent_row_wins,
         least(intent_rows.priority, shared_rows.priority) as priority
     from profile_keys
     left join known_keys
@@ -87,6 +78,24 @@ matched as (
             and profile_keys.context_type = intent_rows.context_type
     left join shared_rows
         on profile_keys.legacy_key = shared_rows.legacy_key
+),
+
+matched as (
+    select
+        legacy_profile_id,
+        context_profile_id,
+        user_id,
+        context_type,
+        orphan_reason,
+        context_order,
+        legacy_key,
+        legacy_value,
+        is_known,
+        case when intent_row_wins then intent_target else shared_target end as target,
+        case when intent_row_wins then intent_field else shared_field end as field,
+        case when intent_row_wins then intent_kind else shared_kind end as kind,
+        priority
+    from candidates
 ),
 
 classified as (

@@ -91,10 +91,10 @@ matched as (
         legacy_key,
         legacy_value,
         is_known,
+        priority,
         case when intent_row_wins then intent_target else shared_target end as target,
         case when intent_row_wins then intent_field else shared_field end as field,
-        case when intent_row_wins then intent_kind else shared_kind end as kind,
-        priority
+        case when intent_row_wins then intent_kind else shared_kind end as kind
     from candidates
 ),
 

@@ -1,8 +1,13 @@
+{{ config(materialized='view') }}
 -- One row per user and present target field (per context type for intent fields): the merged
 -- value as jsonb (spec §4). Scalars: the chosen value; objects: the union of sub-keys with each
 -- sub-key's chosen value; arrays: the union of elements, exact de-duplication, first occurrence
 -- kept, in context order then array position. A field with no row here is absent.
-with field_values as (
+-- A view: its one reader, int_scored_rows, aggregates these rows per output row at once, so ~14M
+-- rows at 1M users are not written and read back (its grain and non-null values are tested there).
+-- read by two branches with disjoint kind filters: not materialized, or the whole table would be
+-- spilled to a tuplestore
+with field_values as not materialized (
     select * from {{ ref('int_field_values') }}
 ),
 

@@ -6,7 +6,9 @@ with profiles as (
     where data_type = 'object'
 ),
 
-field_map as (
+-- read by three lookups: not materialized, since a CTE scan would keep the whole build serial
+-- (CTE scans are parallel-restricted)
+field_map as not materialized (
     select * from {{ ref('field_map') }}
 ),
 

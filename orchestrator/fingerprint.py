@@ -45,18 +45,8 @@ def legacy_fingerprint(pg: psycopg.Connection, schema: str, users_table: sql.Com
     return {name: _table_fingerprint(pg, table[name], filters[name]) for name in FINGERPRINTED_TABLES}
 
 
-def chat_fingerprint(pg: psycopg.Connection, schema: str, users_table: sql.Composable | None = None) -> dict:
-    """``users_table``: limit it to the messages of those users' context profiles."""
-    where = sql.SQL("")
-    if users_table is not None:
-        where = sql.SQL("where t.{} in (select cp.{} from {} as cp where cp.{} in (select user_id from {}))").format(
-            sql.Identifier("contextProfileId"),
-            sql.Identifier("id"),
-            sql.Identifier(schema, "ContextProfile"),
-            sql.Identifier("userId"),
-            users_table,
-        )
-    return _table_fingerprint(pg, sql.Identifier(schema, "ChatMessage"), where)
+def chat_fingerprint(pg: psycopg.Connection, schema: str) -> dict:
+    return _table_fingerprint(pg, sql.Identifier(schema, "ChatMessage"), sql.SQL(""))
 
 
 def describe_difference(before: dict, after: dict) -> str:

@@ -139,9 +139,12 @@ def check_gates(
     max_conflict_rate: Decimal,
     scope_table: sql.Composable | None,
     current_models_version: str | None = None,
+    rebuilt_now: bool = False,
 ) -> list[Gate]:
     """The four gates of spec §8, each with its figure and what to do when it fails; with
-    ``current_models_version`` (promote passes it), a fifth: the dry run was built by these models."""
+    ``current_models_version`` (promote passes it), a fifth: the dry run was built by these models.
+    ``rebuilt_now``: the dry run is a partial rebuild this same command just made, so its fingerprint
+    after the build is the current one (promote compares it again inside its transaction)."""
     gates = []
     if dry_run is None:
         return [Gate("dry run complete", False, "no dry run recorded", "run `orchestrator dry-run` first")]
@@ -198,7 +201,10 @@ def check_gates(
             "--max-conflict-rate with a higher value",
         )
     )
-    current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
+    if rebuilt_now and dry_run["fingerprint_after"] is not None:
+        current = dry_run["fingerprint_after"]
+    else:
+        current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
     stable_during_build = dry_run["fingerprint_before"] == dry_run["fingerprint_after"]
     unchanged_since = dry_run["fingerprint_after"] == current
     if dry_run["fingerprint_after"] is None:  # the dry run never finished: nothing to compare with
@@ -272,6 +278,7 @@ def promote(
             max_conflict_rate=max_conflict_rate,
             scope_table=scope_table,
             current_models_version=current_models_version(settings, conn) if dry_run is not None else None,
+            rebuilt_now=users is not None,
         )
         failed = [gate for gate in gates if not gate.passed]
         audit = {

@@ -313,11 +313,18 @@ def _row_hashes(live: sql.Identifier, scope_table: sql.Composable | None) -> sql
 def refresh_snapshot(
     pg: psycopg.Connection, meta_schema: str, live_schema: str, scope_table: sql.Composable | None = None
 ) -> None:
-    """Record what the live tables hold now, as we left them (for a partial promote: its users' rows)."""
+    """Record what the live tables hold now, as we left them (for a partial promote: its users' rows).
+    A full refresh rewrites every row: its user_id index is dropped and built again after the load
+    (inside the caller's transaction), instead of being updated row by row."""
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
-    pg.execute(
-        sql.SQL("delete from {} as s where {}").format(snapshot, scope_filter(sql.SQL("s.user_id"), scope_table))
-    )
+    index = sql.Identifier(meta_schema, "live_snapshot_user_id")
+    if scope_table is None:
+        pg.execute(sql.SQL("drop index if exists {}").format(index))
+        pg.execute(sql.SQL("delete from {}").format(snapshot))
+    else:
+        pg.execute(
+            sql.SQL("delete from {} as s where {}").format(snapshot, scope_filter(sql.SQL("s.user_id"), scope_table))
+        )
     for live_table in LIVE_TABLES.values():
         if db.table_exists(pg, live_schema, live_table):
             pg.execute(
@@ -327,6 +334,8 @@ def refresh_snapshot(
                 ).format(snapshot, _row_hashes(sql.Identifier(live_schema, live_table), scope_table)),
                 [live_table],
             )
+    if scope_table is None:
+        pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier("live_snapshot_user_id"), snapshot))
 
 
 def drift(

@@ -125,7 +125,11 @@ def dry_run(
             "MIGRATION_DRY_RUN_SCHEMA": dry_run_schema,
             "MIGRATION_META_SCHEMA": settings.meta_schema,
         }
-        target_path = settings.home / "target" / "dry_run"
+        # a partial rebuild keeps its own dbt state: it parses the project with other vars, and
+        # alternating with full dry runs in one target path would make dbt parse everything again each
+        # time (and overwrite the full dry run's run results)
+        state_dir = settings.home if scope_table is None else settings.home / "partial"
+        target_path = state_dir / "target" / "dry_run"
         with dbt_progress(console, "dbt build", _node_count(target_path)) as advance:
             result = run_dbt(
                 settings.project_dir,
@@ -133,7 +137,7 @@ def dry_run(
                 ["build"],
                 env=env,
                 on_node_finished=advance,
-                state_dir=settings.home,
+                state_dir=state_dir,
                 dbt_vars={"user_scope": True} if scope_table else None,
             )
         after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)

@@ -59,6 +59,9 @@ create table if not exists live_snapshot (
     row_hash   text not null
 );
 alter table live_snapshot add column if not exists user_id text;
+-- a partial promote reads and replaces only its users' rows; a full refresh drops it and builds it
+-- again after the load (orchestrator/live.py)
+create index if not exists live_snapshot_user_id on live_snapshot (user_id);
 
 -- rollback: the live rows a promote replaced or removed (as jsonb, so that nothing here depends on
 -- the live tables' types), and the ids it inserted

@@ -310,6 +310,9 @@ def _row_hashes(live: sql.Identifier, scope_table: sql.Composable | None) -> sql
     )
 
 
+SNAPSHOT_INDEX = "live_snapshot_user_id"  # created by sql/metadata.sql, rebuilt by a full refresh
+
+
 def refresh_snapshot(
     pg: psycopg.Connection, meta_schema: str, live_schema: str, scope_table: sql.Composable | None = None
 ) -> None:
@@ -317,9 +320,8 @@ def refresh_snapshot(
     A full refresh rewrites every row: its user_id index is dropped and built again after the load
     (inside the caller's transaction), instead of being updated row by row."""
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
-    index = sql.Identifier(meta_schema, "live_snapshot_user_id")
     if scope_table is None:
-        pg.execute(sql.SQL("drop index if exists {}").format(index))
+        pg.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(meta_schema, SNAPSHOT_INDEX)))
         pg.execute(sql.SQL("delete from {}").format(snapshot))
     else:
         pg.execute(
@@ -335,7 +337,7 @@ def refresh_snapshot(
                 [live_table],
             )
     if scope_table is None:
-        pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier("live_snapshot_user_id"), snapshot))
+        pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier(SNAPSHOT_INDEX), snapshot))
 
 
 def drift(

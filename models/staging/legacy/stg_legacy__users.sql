@@ -1,6 +1,4 @@
-{#- a partial rebuild (var user_scope) keeps only the listed users' rows, in a table: the legacy table
-    is scanned once, not once per model that reads this one -#}
-{{ config(materialized='table' if var('user_scope', false) else 'view') }}
+{#- a partial rebuild (var user_scope) keeps only the listed users' rows (a table then: dbt_project.yml) -#}
 {%- set user_scope = source('migration_meta', 'user_scope') %}
 with source as (
     select legacy.* from {{ source('legacy', 'User') }} as legacy

@@ -4,7 +4,9 @@ For each N (default 10k, 100k, 1M) on a fresh database:
   1. `orchestrator generate` (in-process): N users, the given seed;
   2. the floor on the same data: copy the legacy "Profile" once (CREATE UNLOGGED TABLE AS), and one
      jsonb_each pass over every blob;
-  3. `orchestrator dry-run` (the real CLI, in a subprocess): its wall time, and from dbt's
+  3. `orchestrator dry-run --batches K` (the real CLI, in a subprocess; K as `--batches auto` picks it
+     for N, or each K of `--batches`, one dry run each on the same data, the first followed by step 4;
+     with K > 1, batch 1 of K is then also rebuilt alone, to measure one batch): its wall time, and from dbt's
      run_results.json the build's elapsed time split into models (and seeds) and tests, both as
      node-seconds (sum of each node's execution time; dbt runs 2 threads, so this can exceed the
      wall time) and as wall time (union of the intervals during which a node of that kind ran);
@@ -33,6 +35,7 @@ Examples:
     .venv/bin/python benchmarks/run_benchmark.py --sizes 10k,100k
     .venv/bin/python benchmarks/run_benchmark.py --sizes 1M --naive-budget 60
     .venv/bin/python benchmarks/run_benchmark.py --sizes 100k --server pg15
+    .venv/bin/python benchmarks/run_benchmark.py --sizes 1M --batches auto,1 --skip-naive
     .venv/bin/python benchmarks/run_benchmark.py --render-only
 """
 
@@ -65,14 +68,17 @@ sys.path.insert(0, str(PROJECT / "benchmarks"))
 
 import naive_baseline  # noqa: E402
 
+from orchestrator import batches as user_batches  # noqa: E402
 from orchestrator import fingerprint  # noqa: E402
 from orchestrator import generate as generating  # noqa: E402
+from orchestrator.dbt import run_dbt  # noqa: E402
 from orchestrator.embedded import SUPERUSER, Cluster, ConnInfo, free_port, wait_until_accepting  # noqa: E402
 
 DOCS = PROJECT / "docs"
 RESULTS_JSON = DOCS / "benchmarks.json"
 RESULTS_MD = DOCS / "benchmarks.md"
 LEGACY = "legacy"
+ONE_BATCH_SCHEMA = "bench_one_batch"  # where one batch is built alone, away from the dry run's tables
 DATABASE = "bench"
 FLOOR_SCHEMA = "bench_floor"
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -444,20 +450,13 @@ def run_size(server: Server, memory: MemorySampler, n: int, args, home: Path, lo
     result["floor"] = floor(server)
     log(f"  floor {result['floor']['seconds']} s")
 
-    log(f"{human(n)}: orchestrator dry-run")
-    dry: dict = {}
-    with measured(server, memory, dry):
-        dry["exit_code"] = orchestrator(["dry-run"], env, log_file)
-    run_results = home / "target" / "dry_run" / "run_results.json"
-    if run_results.exists():
-        dry.update(build_timings(run_results))
-        shutil.copy(run_results, home / f"run_results-{server.kind}-{human(n)}.json")
+    batches, *other_batches = [user_batches.auto_count(n) if k == "auto" else k for k in args.batches]
+    dry = measured_dry_run(server, memory, n, batches, env, home, log_file)
     dry["fingerprints_seconds"] = fingerprint_seconds(server)
     result["dry_run"] = dry
     summary = summary_values(server)
     result["keys_seen"] = int(summary.get("keys_seen", 0))
     result["conflict_rate"] = summary.get("conflict_rate")
-    log(f"  dry run {dry['seconds']} s (exit {dry['exit_code']}; dbt build {dry.get('build_seconds')} s)")
 
     if dry["exit_code"] == 0:
         log(f"{human(n)}: orchestrator promote")
@@ -483,6 +482,9 @@ def run_size(server: Server, memory: MemorySampler, n: int, args, home: Path, lo
             )
         result["partial_promote"] = partial
         log(f"  partial promote {partial['seconds']} s (exit {partial['exit_code']})")
+
+    for count in other_batches:  # the same data, dry runs with other batch counts, side by side
+        result.setdefault("other_dry_runs", []).append(measured_dry_run(server, memory, n, count, env, home, log_file))
 
     if not args.skip_naive:
         result["naive"] = {}
@@ -511,6 +513,39 @@ def run_size(server: Server, memory: MemorySampler, n: int, args, home: Path, lo
 
     derive(result)
     return result
+
+
+def measured_dry_run(
+    server: Server, memory: MemorySampler, n: int, batches: int, env: dict[str, str], home: Path, log_file: Path
+) -> dict:
+    """`orchestrator dry-run --batches K`, measured; with K > 1, then one of its batches built alone."""
+    log(f"{human(n)}: orchestrator dry-run --batches {batches}")
+    dry: dict = {"batches": batches}
+    with measured(server, memory, dry):
+        dry["exit_code"] = orchestrator(["dry-run", "--batches", str(batches)], env, log_file)
+    run_results = home / "target" / "dry_run" / "run_results.json"
+    if run_results.exists():
+        dry.update(build_timings(run_results))
+        shutil.copy(run_results, home / f"run_results-{server.kind}-{human(n)}-batches-{batches}.json")
+    log(f"  dry run {dry['seconds']} s (exit {dry['exit_code']}; dbt build {dry.get('build_seconds')} s)")
+    if batches > 1 and dry["exit_code"] == 0:
+        # what one batch needs on its own (in the dry run, two are built at a time)
+        log(f"{human(n)}: batch 1 of {batches} alone")
+        alone: dict = {}
+        dbt_env = {"MIGRATION_LEGACY_SCHEMA": LEGACY, "MIGRATION_DRY_RUN_SCHEMA": ONE_BATCH_SCHEMA}
+        seeded = run_dbt(home / "project", server.bench(), ["seed"], env=dbt_env, state_dir=home / "one_batch")
+        if not seeded.success:
+            raise SystemExit(seeded.describe_failure())
+        with measured(server, memory, alone):
+            outcome = user_batches.build_batch(home / "project", server.bench(), dbt_env, home, batches, 0)
+        alone["success"] = outcome.result.success
+        if not outcome.result.success:
+            log(f"  FAILED: {outcome.result.describe_failure()}")
+        with psycopg.connect(**server.bench().kwargs(), autocommit=True) as pg:
+            pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(ONE_BATCH_SCHEMA)))
+        dry["one_batch_alone"] = alone
+        log(f"  {alone['seconds']} s, peak {alone.get('peak_pss_mb')} MB, temp {alone['temp_mb']} MB")
+    return dry
 
 
 def derive(result: dict) -> None:
@@ -676,6 +711,29 @@ def render_markdown(results: list[dict]) -> str:
                 f"{fmt(p.get('peak_pss_mb'), ' MB')} "
                 f"| {fmt(d.get('temp_mb'), ' MB')} / {fmt(p.get('temp_mb'), ' MB')} |"
             )
+        batched = [(e, d) for e in entries for d in [e.get("dry_run", {}), *e.get("other_dry_runs", [])]]
+        if any(d.get("batches", 1) > 1 for _, d in batched):
+            lines += [
+                "",
+                "Dry runs by `--batches K` (same data, same run; two batches are built at a time; *one batch*",
+                "is batch 1 of K rebuilt alone afterwards, into a scratch schema):",
+                "",
+                "| users | K | dry run | build | peak memory | temp written | one batch: time / peak memory / temp |",
+                "|---:|---:|---:|---:|---:|---:|---|",
+            ]
+            for e, d in batched:
+                alone = d.get("one_batch_alone", {})
+                lines.append(
+                    f"| {human(e['users'])} | {d.get('batches', 1)} | {fmt(d.get('seconds'), ' s')} "
+                    f"| {fmt(d.get('build_seconds'), ' s')} | {fmt(d.get('peak_pss_mb'), ' MB')} "
+                    f"| {fmt(d.get('temp_mb'), ' MB')} "
+                    + (
+                        f"| {fmt(alone.get('seconds'), ' s')} / {fmt(alone.get('peak_pss_mb'), ' MB')} / "
+                        f"{fmt(alone.get('temp_mb'), ' MB')} |"
+                        if alone
+                        else "| – |"
+                    )
+                )
         if any(e.get("naive") for e in entries):
             lines += [
                 "",
@@ -821,6 +879,13 @@ def main() -> None:
     parser.add_argument("--pg-setting", action="append", default=[], help="name=value for postgresql.conf")
     parser.add_argument("--naive-sample", type=int, default=2000, help="users the naive baseline migrates at most")
     parser.add_argument("--naive-budget", type=float, default=120.0, help="seconds per naive run (whole batches)")
+    parser.add_argument(
+        "--batches",
+        default="auto",
+        type=lambda text: [part if part == "auto" else int(part) for part in text.split(",")],
+        help="dry-run --batches K|auto; a comma-separated list runs one dry run per K on the same data, the "
+        "first one's followed by promote (default auto: the orchestrator's own choice for N users)",
+    )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the throwaway cluster running at the end")
     parser.add_argument("--render-only", action="store_true", help="re-render docs/benchmarks.md and the plots")

@@ -355,9 +355,28 @@ def _context():
     return settings, connect_info(settings)
 
 
+def _batch_count(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 64):
+        raise typer.BadParameter(f"{value!r} is neither `auto` nor a whole number from 1 to 64")
+    return value
+
+
 @app.command("dry-run")
 @handles_errors
-def dry_run_command(json_output: JsonOption = False) -> None:
+def dry_run_command(
+    batches: Annotated[
+        str,
+        typer.Option(
+            help="Build the per-user models in K hash batches of users, two at a time (the same rows; "
+            "less memory and temp space per step, and both cores busy). `auto`: none below 500,000 "
+            "users, else one per ~125,000 users (docs/performance.md).",
+            metavar="K|auto",
+            envvar="MIGRATION_BATCHES",
+            callback=_batch_count,
+        ),
+    ] = "auto",
+    json_output: JsonOption = False,
+) -> None:
     """Build everything into the dry-run schema (`dbt build --target dry_run`), with every dbt test.
 
     Records a fingerprint of the legacy tables before and after the build, and prints the
@@ -367,12 +386,14 @@ def dry_run_command(json_output: JsonOption = False) -> None:
     \b
     Examples:
       orchestrator dry-run
+      orchestrator dry-run --batches 8
       orchestrator dry-run --json | jq '.summary[] | select(.passed == false)'
     """
     from orchestrator import pipeline
 
     settings, conn = _context()
-    outcome = pipeline.dry_run(settings, conn, err if json_output else out)
+    count = None if batches == "auto" else int(batches)
+    outcome = pipeline.dry_run(settings, conn, err if json_output else out, batches=count)
     if json_output:
         _print_json(_dry_run_json(outcome))
         return
@@ -387,6 +408,7 @@ def _dry_run_json(outcome) -> dict:
         "legacy_schema": record["legacy_schema"],
         "dry_run_schema": record["dry_run_schema"],
         "dbt_invocation_id": outcome.dbt.invocation_id,
+        "batches": outcome.batches,
         "legacy_unchanged_during_build": record["fingerprint_before"] == record["fingerprint_after"],
         "nodes": {
             "built": sum(1 for node in nodes if node.status == "success"),

@@ -90,8 +90,12 @@ def run_dbt(
     dbt_vars: dict | None = None,
     on_node_finished: Callable[[str, str], None] | None = None,
     state_dir: Path | None = None,
+    session_options: str = "",
 ) -> DbtResult:
-    """Run ``dbt <args>`` against ``conn``; ``on_node_finished(unique_id, status)`` follows progress."""
+    """Run ``dbt <args>`` against ``conn``; ``on_node_finished(unique_id, status)`` follows progress.
+
+    ``session_options`` (``-c name=value ...``) go after ``DBT_SESSION_OPTIONS`` and win over them.
+    """
     from dbt.cli.main import dbtRunner
 
     state_dir = state_dir or project_dir / ".orchestrator"
@@ -129,7 +133,7 @@ def run_dbt(
             pass
 
     full_env = {**conn.libpq_env(), **(env or {})}
-    full_env["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {DBT_SESSION_OPTIONS}".strip()
+    full_env["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {DBT_SESSION_OPTIONS} {session_options}".strip()
     full_env.pop("PGPASSWORD", None)  # dbt reads DBT_ENV_SECRET_PGPASSWORD, which it masks
     with _environment(full_env), _without("PGPASSWORD"):
         outcome = dbtRunner(callbacks=[callback]).invoke(command)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from orchestrator import batches as user_batches
 from orchestrator import db, fingerprint, fixtures, metadata
 from orchestrator.config import Settings, connect_info, external_server_configured, validate_identifier
 from orchestrator.dbt import DbtResult, run_dbt
@@ -30,6 +32,7 @@ class DryRunOutcome:
     dbt: DbtResult
     record: dict
     summary: list[dict]
+    batches: int = 1
 
 
 @contextlib.contextmanager
@@ -97,11 +100,19 @@ def dry_run(
     *,
     scope_table: sql.Composable | None = None,
     pg: psycopg.Connection | None = None,
+    batches: int | None = 1,
 ) -> DryRunOutcome:
     """``dbt build --target dry_run`` with every test, fingerprinting the legacy tables before and after.
 
     With ``scope_table`` (a partial promote), only those users are rebuilt, into ``<dry-run schema>_users``.
+    With ``batches`` > 1, the per-user models are first built in that many hash batches of users
+    (orchestrator/batches.py); the rows are the same. ``None`` picks the count from the number of
+    users (``--batches auto``); a partial rebuild is never batched.
     """
+    if batches is not None and not 1 <= batches <= user_batches.MAX_BATCHES:
+        raise OrchestratorError(f"--batches must be between 1 and {user_batches.MAX_BATCHES}, not {batches}")
+    if batches is not None and batches > 1 and scope_table is not None:
+        raise OrchestratorError("a partial rebuild of a few users is not batched: drop --batches")
     dry_run_schema = settings.dry_run_schema if scope_table is None else partial_schema(settings)
     with contextlib.ExitStack() as stack:
         if pg is None:
@@ -110,6 +121,8 @@ def dry_run(
 
         stack.enter_context(dry_run_lock(pg))  # two dbt builds at once would mix their tables
         db.require_legacy_tables(pg, settings.legacy_schema)
+        if batches is None:
+            batches = 1 if scope_table is not None else user_batches.auto_count_of(pg, settings.legacy_schema)
         metadata.ensure(pg, settings.meta_schema)
         before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
         record_id = metadata.start_dry_run(
@@ -120,26 +133,32 @@ def dry_run(
             scope="all" if scope_table is None else "users",
             fingerprint=before,
         )
-        env = {
-            **settings.dbt_env(),
-            "MIGRATION_DRY_RUN_SCHEMA": dry_run_schema,
-            "MIGRATION_META_SCHEMA": settings.meta_schema,
-        }
+        env = dry_run_env(settings, dry_run_schema)
         # a partial rebuild keeps its own dbt state: it parses the project with other vars, and
         # alternating with full dry runs in one target path would make dbt parse everything again each
         # time (and overwrite the full dry run's run results)
         state_dir = settings.home if scope_table is None else settings.home / "partial"
         target_path = state_dir / "target" / "dry_run"
-        with dbt_progress(console, "dbt build", _node_count(target_path)) as advance:
-            result = run_dbt(
-                settings.project_dir,
-                conn,
-                ["build"],
-                env=env,
-                on_node_finished=advance,
-                state_dir=state_dir,
-                dbt_vars={"user_scope": True} if scope_table else None,
-            )
+        dbt_vars = {"user_scope": True} if scope_table else ({"batch_count": batches} if batches > 1 else None)
+        result = None
+        if scope_table is None:
+            # batch tables of an earlier batched dry run: rebuilt below if this one is batched
+            user_batches.drop_batch_relations(pg, dry_run_schema)
+        if batches > 1:
+            # the batches read the seeds (the field map): load them first, once
+            result = run_dbt(settings.project_dir, conn, ["seed"], env=env, state_dir=state_dir, dbt_vars=dbt_vars)
+            result = _build_user_batches(settings, conn, console, env, batches) if result.success else result
+        if result is None:
+            with dbt_progress(console, "dbt build", _node_count(target_path)) as advance:
+                result = run_dbt(
+                    settings.project_dir,
+                    conn,
+                    ["build"],
+                    env=env,
+                    on_node_finished=advance,
+                    state_dir=state_dir,
+                    dbt_vars=dbt_vars,
+                )
         after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
         error_failures = sum(1 for node in result.nodes if node.status in ("error", "fail", "runtime error"))
         warn_failures = sum(1 for node in result.nodes if node.status == "warn")
@@ -165,7 +184,7 @@ def dry_run(
             pg, settings.meta_schema, dry_run_schema=dry_run_schema, legacy_schema=settings.legacy_schema
         )
         summary = read_summary(pg, dry_run_schema)
-    outcome = DryRunOutcome(dbt=result, record=record, summary=summary)
+    outcome = DryRunOutcome(dbt=result, record=record, summary=summary, batches=batches)
     if status != "built":
         raise CheckFailed(result.describe_failure() + ": the dry run is not promotable")
     if before != after:
@@ -175,6 +194,35 @@ def dry_run(
             + "): it is not promotable; run it again."
         )
     return outcome
+
+
+def dry_run_env(settings: Settings, dry_run_schema: str) -> dict[str, str]:
+    """The environment dbt's dry-run target reads (profiles.yml, the sources)."""
+    return {
+        **settings.dbt_env(),
+        "MIGRATION_DRY_RUN_SCHEMA": dry_run_schema,
+        "MIGRATION_META_SCHEMA": settings.meta_schema,
+    }
+
+
+def _build_user_batches(
+    settings: Settings, conn: ConnInfo, console: Console, env: dict[str, str], batches: int
+) -> DbtResult | None:
+    """Build the per-user models in ``batches`` batches; the first failed batch's result, else None."""
+    console.print(
+        f"Building the per-user models in {batches} batches of users, {min(batches, user_batches.WORKERS)} at a time"
+    )
+    started = time.monotonic()
+
+    def finished(outcome: user_batches.BatchOutcome) -> None:
+        state = "built" if outcome.result.success else "FAILED"
+        console.print(
+            f"  batch {outcome.index + 1}/{batches} {state} in {outcome.seconds:.1f} s"
+            f" ({time.monotonic() - started:.0f} s elapsed)"
+        )
+
+    outcomes = user_batches.build_batches(settings.project_dir, conn, env, settings.home, batches, finished)
+    return next((outcome.result for outcome in outcomes if not outcome.result.success), None)
 
 
 def partial_schema(settings: Settings) -> str:
@@ -225,7 +273,8 @@ def print_dry_run(outcome: DryRunOutcome, settings: Settings, console: Console) 
     console.print(
         f"Dry run {outcome.record['dry_run_id'][:12]} built into schema {outcome.record['dry_run_schema']}:"
         f" {built} nodes built, {passed} tests passed, {warned} warnings"
-        f" (dbt invocation {outcome.dbt.invocation_id})."
+        + (f", per-user models in {outcome.batches} batches" if outcome.batches > 1 else "")
+        + f" (dbt invocation {outcome.dbt.invocation_id})."
     )
     print_summary(outcome.summary, console)
 

@@ -21,7 +21,7 @@ from spec_model import SQL_NULL
 from orchestrator import pipeline
 
 GENERATED_SCHEMA = "legacy_generated"
-SEEDS = [(101, 300), (202, 250), (303, 200)]  # (seed, users)
+SEEDS = [(101, 300, 1), (202, 250, 1), (303, 200, 1), (404, 300, 3)]  # (seed, users, --batches)
 TABLE_KEYS = {  # each table's natural key, to pair rows in a diff
     "profile": ("user_id",),
     "context_intent": ("user_id", "context_type"),
@@ -313,8 +313,8 @@ def diff_table(table: str, columns: dict[str, str], model_rows: list[dict], sql_
     return problems
 
 
-@pytest.mark.parametrize(("seed", "n_users"), SEEDS)
-def test_dry_run_matches_the_model(seed, n_users, database, settings):
+@pytest.mark.parametrize(("seed", "n_users", "batches"), SEEDS)
+def test_dry_run_matches_the_model(seed, n_users, batches, database, settings):
     generated_settings = dataclasses.replace(settings, legacy_schema=GENERATED_SCHEMA)
     rows = legacy_generator.generate(seed, n_users)
     with psycopg.connect(**database.kwargs()) as pg:
@@ -322,7 +322,7 @@ def test_dry_run_matches_the_model(seed, n_users, database, settings):
         pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.dry_run_schema)))
         pg.commit()  # no stale table from an earlier seed can pass for this one
 
-    pipeline.dry_run(generated_settings, database, Console(quiet=True))
+    pipeline.dry_run(generated_settings, database, Console(quiet=True), batches=batches)
 
     expected = model_of(rows)
     problems = []

@@ -11,6 +11,7 @@ from psycopg import sql
 from rich.console import Console
 from typer.testing import CliRunner
 
+from orchestrator import batches as user_batches
 from orchestrator import db, fingerprint, fixtures, pipeline
 from orchestrator import generate as generating
 from orchestrator.cli import app
@@ -253,3 +254,81 @@ def test_the_dry_run_builds_on_generated_data_with_every_test_passing(settings, 
     for metric in ("orphan_context_profiles", "orphan_legacy_profiles", "duplicate_context_profiles", "keys_unmapped"):
         assert summary[metric]["value"] > 0
     assert 0.02 < summary["conflict_rate"]["value"] < 0.05
+
+
+def dry_run_contents(conn, schema: str) -> dict[str, tuple[int, str]]:
+    """{relation: (rows, digest of its sorted rows)} for every table and view of the dry run but the batch tables."""
+    with psycopg.connect(**conn.kwargs()) as pg:
+        names = [
+            row[0]
+            for row in pg.execute(
+                "select c.relname from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relkind in ('r', 'v') and c.relname !~ '__batch_' order by 1",
+                [schema],
+            )
+        ]
+        digest = "select count(*), md5(coalesce(string_agg(md5(t::text), '' order by md5(t::text)), '')) from {} as t"
+        return {name: pg.execute(sql.SQL(digest).format(sql.Identifier(schema, name))).fetchone() for name in names}
+
+
+def batch_relations(conn, schema: str) -> dict[str, str]:
+    with psycopg.connect(**conn.kwargs()) as pg:
+        return dict(
+            pg.execute(
+                "select c.relname, c.relkind::text from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relname ~ '__batch_[0-9]+$'",
+                [schema],
+            ).fetchall()
+        )
+
+
+def test_batches_give_the_same_rows_and_leave_nothing_behind(settings, generated):
+    conn, _ = generated
+    settings = dataclasses.replace(settings, legacy_schema="gen_a", live_schema="gen_a")
+    pipeline.dry_run(settings, conn, QUIET)
+    unbatched = dry_run_contents(conn, settings.dry_run_schema)
+    assert batch_relations(conn, settings.dry_run_schema) == {}
+    assert unbatched["profile"][0] == USERS and unbatched["int_profile_keys_classified"][0] > 0
+
+    outcome = pipeline.dry_run(settings, conn, QUIET, batches=3)
+    assert outcome.record["status"] == "built"
+    assert {node.status for node in outcome.dbt.nodes} <= {"success", "pass", "no-op"}
+    assert dry_run_contents(conn, settings.dry_run_schema) == unbatched
+    made = batch_relations(conn, settings.dry_run_schema)
+    # every per-user table in 3 parts, each holding some of the users
+    for name in ("int_legacy_profiles_ordered", "int_profile_keys_classified", "int_scored_rows"):
+        assert {made.get(f"{name}__batch_{k}") for k in range(3)} == {"r"}, made
+    with psycopg.connect(**conn.kwargs()) as pg:
+        sizes = [
+            pg.execute(
+                sql.SQL("select count(*) from {}").format(
+                    sql.Identifier(settings.dry_run_schema, f"int_scored_rows__batch_{k}")
+                )
+            ).fetchone()[0]
+            for k in range(3)
+        ]
+        kind = pg.execute(
+            "select relkind::text from pg_class where oid = %s::regclass",
+            [f"{settings.dry_run_schema}.int_scored_rows"],
+        ).fetchone()[0]
+    assert kind == "v" and min(sizes) > 0 and sum(sizes) == unbatched["int_scored_rows"][0]
+
+    # back to one batch: the batch tables are gone, the rows unchanged
+    pipeline.dry_run(settings, conn, QUIET, batches=2)
+    pipeline.dry_run(settings, conn, QUIET)
+    assert batch_relations(conn, settings.dry_run_schema) == {}
+    assert dry_run_contents(conn, settings.dry_run_schema) == unbatched
+
+
+def test_batches_are_refused_for_a_partial_rebuild_and_out_of_range(settings, generated, cli_env):
+    conn, _ = generated
+    with pytest.raises(OrchestratorError, match="not batched"):
+        pipeline.dry_run(settings, conn, QUIET, scope_table=sql.Identifier("x"), batches=2)
+    with pytest.raises(OrchestratorError, match="between 1 and 64"):
+        pipeline.dry_run(settings, conn, QUIET, batches=65)
+    result = CliRunner().invoke(app, ["dry-run", "--batches", "0"], env=cli_env)
+    assert result.exit_code == 2 and "--batches" in result.output
+
+
+def test_auto_batches_start_at_half_a_million_users():
+    assert [user_batches.auto_count(n) for n in (2000, 499_999, 500_000, 1_000_000, 10**9)] == [1, 1, 4, 8, 64]

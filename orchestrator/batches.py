@@ -1,0 +1,130 @@
+"""Hash batches of users for a full dry run (``orchestrator dry-run --batches K``).
+
+Every intermediate model is local to a user, so the per-user chain (the dbt models tagged
+``user_batched``) can be built once per batch of users, into ``<model>__batch_<k>`` tables, two
+batches at a time on two connections. The main ``dbt build`` then appends each model's batch tables
+in a view and builds the marts and runs every test over them (macros/user_batches.sql). Each batch
+sorts and aggregates about 1/K of the data, which bounds its memory and temp files, and the two
+batch builds in flight use both cores on what is otherwise one serial chain of models.
+
+dbt runs in-process and keeps global state, so each batch build runs in its own process, with its
+own dbt state directory (one per batch index and count, so a rerun with the same K parses nothing).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from psycopg import sql
+
+from orchestrator.dbt import DbtResult, run_dbt
+from orchestrator.embedded import ConnInfo
+
+MAX_BATCHES = 64
+# batch builds in flight at once: one per core of the 2-core machines we measured; more would only
+# make them compete for the same cores and multiply the memory in use
+WORKERS = 2
+# Each batch is one process on one core: with parallel workers as well, the two batches in flight
+# fought for the same two cores (1M users, --batches 8: dry run 256 s with them, 221 s without).
+BATCH_SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
+# `--batches auto`: no batches below AUTO_MIN_USERS (each batch costs about 5 s of its own: a process,
+# dbt's parse, a scan of the legacy tables); above, about AUTO_USERS_PER_BATCH users per batch. At 1M
+# users, 8 batches measured 221 s against 230 s for 4, 255 s for 16 and 265 s for none.
+AUTO_MIN_USERS = 500_000
+AUTO_USERS_PER_BATCH = 125_000
+SELECTOR = "tag:user_batched"
+BATCH_SUFFIX = r"__batch_[0-9]+$"
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    index: int
+    seconds: float
+    result: DbtResult
+
+
+def auto_count(users: int) -> int:
+    """The batch count ``--batches auto`` picks for ``users`` users."""
+    if users < AUTO_MIN_USERS:
+        return 1
+    return min(MAX_BATCHES, round(users / AUTO_USERS_PER_BATCH))
+
+
+def auto_count_of(pg, legacy_schema: str) -> int:
+    """The batch count ``--batches auto`` picks for the users of ``legacy_schema``."""
+    users = pg.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(legacy_schema, "User"))).fetchone()[0]
+    return auto_count(users)
+
+
+def drop_batch_relations(pg, schema: str) -> list[str]:
+    """Drop every batch table and view a batched dry run left in ``schema``; return their names.
+
+    Run before every full dry run: batch tables of an earlier K would otherwise linger (and hold
+    copies of personal data) after a dry run that no longer reads them.
+    """
+    rows = pg.execute(
+        "select c.relname, c.relkind from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname ~ %s and c.relkind in ('r', 'v', 'p')"
+        " order by c.relkind = 'v' desc, c.relname",
+        [schema, BATCH_SUFFIX],
+    ).fetchall()
+    for name, kind in rows:
+        statement = "drop view if exists {} cascade" if kind == "v" else "drop table if exists {} cascade"
+        pg.execute(sql.SQL(statement).format(sql.Identifier(schema, name)))
+    return [name for name, _ in rows]
+
+
+def build_batch(project_dir: Path, conn: ConnInfo, env: dict[str, str], home: Path, count: int, index: int):
+    """Batch ``index`` of ``count``: its users' chain of models, with dbt state under ``home``.
+
+    Runs in a child process of ``build_batches`` (its result is made picklable), or alone.
+    """
+    started = time.monotonic()
+    result = run_dbt(
+        project_dir,
+        conn,
+        ["run", "--select", SELECTOR],
+        env=env,
+        state_dir=home / "batches" / f"{index}-of-{count}",
+        dbt_vars={"batch_count": count, "batch_index": index},
+        session_options=BATCH_SESSION_OPTIONS,
+    )
+    if result.exception is not None:
+        result.exception = RuntimeError(str(result.exception))
+    return BatchOutcome(index, time.monotonic() - started, result)
+
+
+def build_batches(
+    project_dir: Path,
+    conn: ConnInfo,
+    env: dict[str, str],
+    home: Path,
+    count: int,
+    on_batch_finished: Callable[[BatchOutcome], None] | None = None,
+) -> list[BatchOutcome]:
+    """Build the per-user chain for batches 0..count-1, ``WORKERS`` at a time.
+
+    Stops starting new batches at the first failure; returns the batches that ran, in index order.
+    """
+    outcomes: list[BatchOutcome] = []
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no dbt state shared
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(WORKERS, count), mp_context=context) as pool:
+        pending = {pool.submit(build_batch, project_dir, conn, env, home, count, index) for index in range(count)}
+        failed = False
+        for future in concurrent.futures.as_completed(pending):
+            if future.cancelled():
+                continue
+            outcome = future.result()
+            outcomes.append(outcome)
+            if on_batch_finished is not None:
+                on_batch_finished(outcome)
+            if not outcome.result.success and not failed:
+                failed = True
+                for other in pending:
+                    other.cancel()
+    return sorted(outcomes, key=lambda outcome: outcome.index)

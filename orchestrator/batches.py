@@ -18,6 +18,8 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +103,19 @@ def build_batch(project_dir: Path, conn: ConnInfo, env: dict[str, str], home: Pa
     return BatchOutcome(index, time.monotonic() - started, result)
 
 
+def _die_with_parent() -> None:
+    """In each batch process: end with the dry run that started it (Linux: PR_SET_PDEATHSIG).
+
+    The dry run holds the lock that keeps a second dry run out; a batch build that outlived a killed
+    dry run would go on writing into the dry-run schema without it.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def build_batches(
     project_dir: Path,
     conn: ConnInfo,
@@ -115,7 +130,9 @@ def build_batches(
     """
     outcomes: list[BatchOutcome] = []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no dbt state shared
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(WORKERS, count), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(WORKERS, count), mp_context=context, initializer=_die_with_parent
+    ) as pool:
         pending = {pool.submit(build_batch, project_dir, conn, env, home, count, index) for index in range(count)}
         failed = False
         for future in concurrent.futures.as_completed(pending):

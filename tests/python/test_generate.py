@@ -3,7 +3,13 @@ the dbt build passes every test on what it makes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -332,3 +338,50 @@ def test_batches_are_refused_for_a_partial_rebuild_and_out_of_range(settings, ge
 
 def test_auto_batches_start_at_half_a_million_users():
     assert [user_batches.auto_count(n) for n in (2000, 499_999, 500_000, 1_000_000, 10**9)] == [1, 1, 4, 8, 64]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_batch_builds_end_with_a_killed_dry_run(generated, cli_env):
+    """Batch processes must not go on writing after the dry run holding the lock was killed."""
+    conn, _ = generated
+    env = {**os.environ, **cli_env, "MIGRATION_LEGACY_SCHEMA": "gen_a"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "dry-run", "--batches", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert "Building the per-user models in 3 batches" in process.stdout.readline()
+        deadline = time.monotonic() + 30
+        while len(children_of(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        batch_processes = children_of(process.pid)
+        assert len(batch_processes) >= 2, batch_processes
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in batch_processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in batch_processes if Path(f"/proc/{pid}").exists()]
+    with psycopg.connect(**conn.kwargs()) as pg:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            others = pg.execute(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and pid <> pg_backend_pid() and backend_type = 'client backend'"
+            ).fetchone()[0]
+            if others == 0:
+                break
+            time.sleep(0.2)
+        assert others == 0

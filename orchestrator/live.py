@@ -318,7 +318,8 @@ def refresh_snapshot(
 ) -> None:
     """Record what the live tables hold now, as we left them (for a partial promote: its users' rows).
     A full refresh rewrites every row: its user_id index is dropped and built again after the load
-    (inside the caller's transaction), instead of being updated row by row."""
+    (inside the caller's transaction), instead of being updated row by row, and the live tables and
+    the snapshot are analysed."""
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
     if scope_table is None:
         pg.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(meta_schema, SNAPSHOT_INDEX)))
@@ -338,6 +339,13 @@ def refresh_snapshot(
             )
     if scope_table is None:
         pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier(SNAPSHOT_INDEX), snapshot))
+        # Statistics now, in this transaction: after a full promote of 1M users autovacuum had not
+        # analysed these tables minutes later, so a partial promote's plans took the tables for small
+        # and scanned them instead of reaching their users' rows through the userId indexes.
+        for live_table in LIVE_TABLES.values():
+            if db.table_exists(pg, live_schema, live_table):
+                pg.execute(sql.SQL("analyze {}").format(sql.Identifier(live_schema, live_table)))
+        pg.execute(sql.SQL("analyze {}").format(snapshot))
 
 
 def drift(

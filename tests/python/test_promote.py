@@ -113,6 +113,14 @@ def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
         assert (
             pg.execute('select missing from legacy_fixtures."UserProfile" where "userId" = \'u02\'').fetchone()[0] == []
         )
+        # the promote analysed the tables it filled: a partial promote's plans need their statistics
+        analysed = pg.execute(
+            "select c.relname, count(s.starelid) from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+            " left join pg_statistic as s on s.starelid = c.oid where (n.nspname, c.relname) in ("
+            "('legacy_fixtures', 'UserProfile'), ('legacy_fixtures', 'ContextIntent'),"
+            " ('migration_meta', 'live_snapshot')) group by c.relname"
+        ).fetchall()
+        assert len(analysed) == 3 and all(columns > 0 for _, columns in analysed), analysed
     checks = pipeline.verify(settings, conn)
     assert [c["check"] for c in checks if not c["passed"]] == []
     assert len(checks) == 10

@@ -103,17 +103,20 @@ def build_batch(project_dir: Path, conn: ConnInfo, env: dict[str, str], home: Pa
     return BatchOutcome(index, time.monotonic() - started, result)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """In each batch process: end with the dry run that started it (Linux: PR_SET_PDEATHSIG).
 
     The dry run holds the lock that keeps a second dry run out; a batch build that outlived a killed
-    dry run would go on writing into the dry-run schema without it.
+    dry run would go on writing into the dry-run schema without it. A dry run that died while this
+    process was starting sent no signal: then it is already gone, and so is this process.
     """
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def build_batches(
@@ -131,7 +134,7 @@ def build_batches(
     outcomes: list[BatchOutcome] = []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no dbt state shared
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(WORKERS, count), mp_context=context, initializer=_die_with_parent
+        max_workers=min(WORKERS, count), mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
     ) as pool:
         pending = {pool.submit(build_batch, project_dir, conn, env, home, count, index) for index in range(count)}
         failed = False

@@ -340,13 +340,29 @@ def test_auto_batches_start_at_half_a_million_users():
     assert [user_batches.auto_count(n) for n in (2000, 499_999, 500_000, 1_000_000, 10**9)] == [1, 1, 4, 8, 64]
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, ...; None when gone."""
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return None
+
+
 def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
+    return [int(path.name) for path in Path("/proc").glob("[0-9]*") if (_stat(int(path.name)) or [0, 0])[1] == str(pid)]
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has ended; only its exit status waits for a reaper
+
+
+def dbt_sessions(pg, waiting: bool = False) -> int:
+    """dbt's sessions on this database; with ``waiting``, those waiting for a lock."""
+    return pg.execute(
+        "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        " and backend_type = 'client backend' and query like %s and (not %s or wait_event_type = 'Lock')",
+        ['%"app": "dbt"%', waiting],
+    ).fetchone()[0]
 
 
 def test_batch_builds_end_with_a_killed_dry_run(generated, cli_env):
@@ -360,28 +376,29 @@ def test_batch_builds_end_with_a_killed_dry_run(generated, cli_env):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        assert "Building the per-user models in 3 batches" in process.stdout.readline()
-        deadline = time.monotonic() + 30
-        while len(children_of(process.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        batch_processes = children_of(process.pid)
-        assert len(batch_processes) >= 2, batch_processes
-    finally:
-        process.kill()
-        process.wait()
-    deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{pid}").exists() for pid in batch_processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in batch_processes if Path(f"/proc/{pid}").exists()]
-    with psycopg.connect(**conn.kwargs()) as pg:
+    field_map = sql.Identifier("migration_dry_run", "field_map")
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as pg, psycopg.connect(**conn.kwargs()) as blocker:
+        try:
+            assert "Building the per-user models in 3 batches" in process.stdout.readline()
+            # the seeds are loaded: hold the field map, so the batches wait in the middle of their build
+            blocker.execute(sql.SQL("lock table {} in access exclusive mode").format(field_map))
+            deadline = time.monotonic() + 60
+            while dbt_sessions(pg, waiting=True) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            batch_processes = children_of(process.pid)
+            assert dbt_sessions(pg, waiting=True) == 2 and len(batch_processes) >= 2, batch_processes
+        finally:
+            process.kill()
+            process.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            others = pg.execute(
-                "select count(*) from pg_stat_activity where datname = current_database()"
-                " and pid <> pg_backend_pid() and backend_type = 'client backend'"
-            ).fetchone()[0]
-            if others == 0:
-                break
-            time.sleep(0.2)
-        assert others == 0
+        while any(alive(pid) for pid in batch_processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in batch_processes if alive(pid)] == []
+        blocker.rollback()  # their sessions get the lock, find no client, and end without a commit
+        while dbt_sessions(pg) and time.monotonic() < deadline + 20:
+            time.sleep(0.1)
+        assert dbt_sessions(pg) == 0
+        tables = pg.execute(
+            "select count(*) from pg_class where relname ~ '^int_profile_keys_classified__batch_'"
+        ).fetchone()[0]
+        assert tables == 0  # no batch got past the held table

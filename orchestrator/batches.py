@@ -65,8 +65,8 @@ def auto_count_of(pg, legacy_schema: str) -> int:
     return auto_count(users)
 
 
-def drop_batch_relations(pg, schema: str) -> list[str]:
-    """Drop every batch table and view a batched dry run left in ``schema``; return their names.
+def drop_batch_relations(pg, schema: str) -> None:
+    """Drop every batch table and view a batched dry run left in ``schema``.
 
     Run before every full dry run: batch tables of an earlier K would otherwise linger (and hold
     copies of personal data) after a dry run that no longer reads them.
@@ -80,7 +80,6 @@ def drop_batch_relations(pg, schema: str) -> list[str]:
     for name, kind in rows:
         statement = "drop view if exists {} cascade" if kind == "v" else "drop table if exists {} cascade"
         pg.execute(sql.SQL(statement).format(sql.Identifier(schema, name)))
-    return [name for name, _ in rows]
 
 
 def build_batch(project_dir: Path, conn: ConnInfo, env: dict[str, str], home: Path, count: int, index: int):

@@ -356,8 +356,10 @@ def _context():
 
 
 def _batch_count(value: str) -> str:
-    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 64):
-        raise typer.BadParameter(f"{value!r} is neither `auto` nor a whole number from 1 to 64")
+    from orchestrator.batches import MAX_BATCHES
+
+    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= MAX_BATCHES):
+        raise typer.BadParameter(f"{value!r} is neither `auto` nor a whole number from 1 to {MAX_BATCHES}")
     return value
 
 

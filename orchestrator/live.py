@@ -337,14 +337,13 @@ def refresh_snapshot(
                 ).format(snapshot, _row_hashes(sql.Identifier(live_schema, live_table), scope_table)),
                 [live_table],
             )
+            if scope_table is None:
+                # Statistics now, in this transaction: after a full promote of 1M users autovacuum had
+                # not analysed these tables minutes later, so a partial promote's plans took them for
+                # small and scanned them instead of reaching their users' rows through the userId indexes.
+                pg.execute(sql.SQL("analyze {}").format(sql.Identifier(live_schema, live_table)))
     if scope_table is None:
         pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier(SNAPSHOT_INDEX), snapshot))
-        # Statistics now, in this transaction: after a full promote of 1M users autovacuum had not
-        # analysed these tables minutes later, so a partial promote's plans took the tables for small
-        # and scanned them instead of reaching their users' rows through the userId indexes.
-        for live_table in LIVE_TABLES.values():
-            if db.table_exists(pg, live_schema, live_table):
-                pg.execute(sql.SQL("analyze {}").format(sql.Identifier(live_schema, live_table)))
         pg.execute(sql.SQL("analyze {}").format(snapshot))
 
 

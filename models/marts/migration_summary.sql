@@ -2,7 +2,9 @@
 -- `expected` and `passed` are NULL for informational figures. `check_kind` decides how a check
 -- passes: `equal` (value = expected) or `at_most` (value <= expected).
 {% set max_conflict_rate = var('max_conflict_rate', 0.05) %}
-with users as (
+-- the CTEs read twice are not materialized: each reader scans the table itself, instead of a copy
+-- of it spilled to disk
+with users as not materialized (
     select * from {{ ref('stg_legacy__users') }}
 ),
 
@@ -14,23 +16,21 @@ chat_messages as (
     select * from {{ ref('stg_legacy__chat_messages') }}
 ),
 
-legacy_profiles as (
-    select * from {{ ref('int_legacy_profiles_ordered') }}
-),
-
-profile_keys as (
-    select * from {{ ref('int_profile_keys_classified') }}
+-- per legacy profile: orphan status, blob type, keys in the blob and keys classified (one narrow row
+-- each, instead of the blobs and the classified keys)
+legacy_profile_keys as (
+    select * from {{ ref('int_legacy_profile_key_counts') }}
 ),
 
 intents_expected as (
     select * from {{ ref('int_context_intents') }}
 ),
 
-profiles as (
+profiles as not materialized (
     select * from {{ ref('profile') }}
 ),
 
-context_intents as (
+context_intents as not materialized (
     select * from {{ ref('context_intent') }}
 ),
 
@@ -68,24 +68,23 @@ context_profile_intents as (
     group by context_profile_status.context_profile_id, context_profile_status.is_migrated
 ),
 
--- one scan per relation, every figure of it counted with a filter
+-- one scan per relation, every figure of it counted with a filter; sums are 0, not NULL, when
+-- nothing matches (legacy_profile_rows is 0 for a classified key's profile missing from
+-- int_legacy_profiles_ordered)
 legacy_profile_counts as (
     select
-        count(*) as legacy_profiles,
-        count(*) filter (where orphan_reason is null) as legacy_profiles_migrated,
-        count(*) filter (where orphan_reason = 'orphan_context_profile') as legacy_profiles_of_orphan_context_profiles,
-        count(*) filter (where orphan_reason = 'orphan_profile') as orphan_legacy_profiles,
-        count(*) filter (where data_type = 'object') as object_blobs,
-        count(*) filter (where data_type in ('sql_null', 'null')) as null_blobs,
-        count(*) filter (where data_type in ('array', 'string', 'number', 'boolean')) as non_object_blobs
-    from legacy_profiles
-),
-
-key_counts as (
-    select
-        count(*) as keys_seen,
-        count(*) filter (where is_mapped) as keys_mapped
-    from profile_keys
+        coalesce(sum(legacy_profile_rows), 0) as legacy_profiles,
+        coalesce(sum(legacy_profile_rows) filter (where orphan_reason is null), 0) as legacy_profiles_migrated,
+        coalesce(sum(legacy_profile_rows) filter (where orphan_reason = 'orphan_context_profile'), 0)
+            as legacy_profiles_of_orphan_context_profiles,
+        coalesce(sum(legacy_profile_rows) filter (where orphan_reason = 'orphan_profile'), 0) as orphan_legacy_profiles,
+        coalesce(sum(legacy_profile_rows) filter (where data_type = 'object'), 0) as object_blobs,
+        coalesce(sum(legacy_profile_rows) filter (where data_type in ('sql_null', 'null')), 0) as null_blobs,
+        coalesce(sum(legacy_profile_rows) filter (where data_type in ('array', 'string', 'number', 'boolean')), 0)
+            as non_object_blobs,
+        coalesce(sum(keys_seen), 0) as keys_seen,
+        coalesce(sum(keys_mapped), 0) as keys_mapped
+    from legacy_profile_keys
 ),
 
 unmapped_counts as (
@@ -137,16 +136,29 @@ context_profile_counts as (
     from context_profile_status
 ),
 
+-- chat messages counted per context profile first (2M groups), then matched to their context profile
+messages_per_context_profile as (
+    select
+        context_profile_id,
+        count(*) as chat_messages
+    from chat_messages
+    group by context_profile_id
+),
+
 message_counts as (
     select
-        count(*) as chat_messages,
-        count(*) filter (where links.is_migrated) as chat_messages_of_migrated_context_profiles,
-        count(*) filter (where links.is_migrated and links.intent_matches = 1) as chat_messages_mapped_to_one_intent,
-        count(*) filter (where not links.is_migrated) as chat_messages_of_orphan_context_profiles,
-        count(*) filter (where links.context_profile_id is null) as chat_messages_without_context_profile
-    from chat_messages
+        coalesce(sum(messages.chat_messages), 0) as chat_messages,
+        coalesce(sum(messages.chat_messages) filter (where links.is_migrated), 0)
+            as chat_messages_of_migrated_context_profiles,
+        coalesce(sum(messages.chat_messages) filter (where links.is_migrated and links.intent_matches = 1), 0)
+            as chat_messages_mapped_to_one_intent,
+        coalesce(sum(messages.chat_messages) filter (where not links.is_migrated), 0)
+            as chat_messages_of_orphan_context_profiles,
+        coalesce(sum(messages.chat_messages) filter (where links.context_profile_id is null), 0)
+            as chat_messages_without_context_profile
+    from messages_per_context_profile as messages
     left join context_profile_intents as links
-        on chat_messages.context_profile_id = links.context_profile_id
+        on messages.context_profile_id = links.context_profile_id
 ),
 
 counts as (
@@ -165,8 +177,8 @@ counts as (
         legacy_profile_counts.object_blobs,
         legacy_profile_counts.null_blobs,
         legacy_profile_counts.non_object_blobs,
-        key_counts.keys_seen,
-        key_counts.keys_mapped,
+        legacy_profile_counts.keys_seen,
+        legacy_profile_counts.keys_mapped,
         unmapped_counts.keys_unmapped,
         unmapped_counts.non_object_blob_rows,
         conflict_counts.conflicts,
@@ -184,7 +196,6 @@ counts as (
     cross join intent_counts
     cross join context_profile_counts
     cross join legacy_profile_counts
-    cross join key_counts
     cross join unmapped_counts
     cross join conflict_counts
     cross join message_counts

@@ -226,6 +226,45 @@ def test_gate_unreconciled_key_accounting(fresh):
         promote(settings, conn)
 
 
+def key_accounting_test(settings, conn, rebuild: str | None = None):
+    """Rebuild ``rebuild`` (a model) if given, then run the key accounting dbt test on the dry run."""
+    from orchestrator.dbt import run_dbt
+
+    env = pipeline.dry_run_env(settings, settings.dry_run_schema)
+    if rebuild is not None:
+        assert run_dbt(settings.project_dir, conn, ["run", "--select", rebuild], env=env, state_dir=settings.home).success
+    result = run_dbt(
+        settings.project_dir, conn, ["test", "--select", "key_accounting_reconciles"], env=env, state_dir=settings.home
+    )
+    return [(node.status, node.failures) for node in result.nodes]
+
+
+def test_key_accounting_test_fails_on_a_lost_key_or_log_row(fresh):
+    settings, conn = fresh
+    assert key_accounting_test(settings, conn) == [("pass", 0)]
+    # a key the classification dropped: the blob holds one more key than were classified from it
+    execute(
+        conn,
+        "delete from migration_dry_run.int_profile_keys_classified where (legacy_profile_id, legacy_key) ="
+        " (select legacy_profile_id, legacy_key from migration_dry_run.int_profile_keys_classified"
+        " where is_mapped order by 1, 2 limit 1)",
+    )
+    assert key_accounting_test(settings, conn, rebuild="int_legacy_profile_key_counts") == [("fail", 1)]
+    pipeline.dry_run(settings, conn, QUIET)
+    # an unmapped key missing from the log, and a non-object blob logged twice
+    execute(
+        conn,
+        "delete from migration_dry_run.migration_unmapped_fields where ctid ="
+        " (select min(ctid) from migration_dry_run.migration_unmapped_fields where key is not null)",
+    )
+    execute(
+        conn,
+        "insert into migration_dry_run.migration_unmapped_fields"
+        " select * from migration_dry_run.migration_unmapped_fields where key is null limit 1",
+    )
+    assert key_accounting_test(settings, conn) == [("fail", 2)]
+
+
 def test_gate_no_dry_run(settings, database):
     execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
     fixtures.load(settings, database, LEGACY)

@@ -1,30 +1,18 @@
 -- Nothing is lost (spec §5): every top-level key of every object blob is mapped or logged exactly
 -- once, and every non-object blob is logged once. Counted per legacy profile, so a loss and a
--- duplicate elsewhere cannot cancel out. One aggregate over the three relations (no joins of
--- millions of rows): each contributes its counts to its legacy profile's group.
+-- duplicate elsewhere cannot cancel out. int_legacy_profile_key_counts holds, per legacy profile,
+-- the keys of its blob (jsonb_object_keys) and the keys classified from it; one aggregate adds the
+-- rows the unmapped log holds for it (no joins of millions of rows).
 with counts as (
     select
         legacy_profile_id,
         data_type,
-        case
-            when data_type = 'object' then (select count(*) from jsonb_object_keys(legacy_profiles.profile_data))
-            else 0
-        end as keys_in_blob,
-        0 as keys_seen,
-        0 as keys_mapped,
+        keys_in_blob,
+        keys_seen,
+        keys_mapped,
         0 as keys_unmapped,
         0 as blob_rows
-    from {{ ref('int_legacy_profiles_ordered') }} as legacy_profiles
-    union all
-    select
-        legacy_profile_id,
-        null as data_type,
-        0 as keys_in_blob,
-        1 as keys_seen,
-        case when is_mapped then 1 else 0 end as keys_mapped,
-        0 as keys_unmapped,
-        0 as blob_rows
-    from {{ ref('int_profile_keys_classified') }}
+    from {{ ref('int_legacy_profile_key_counts') }}
     union all
     select
         legacy_profile_id,

@@ -2,8 +2,8 @@
 -- `expected` and `passed` are NULL for informational figures. `check_kind` decides how a check
 -- passes: `equal` (value = expected) or `at_most` (value <= expected).
 {% set max_conflict_rate = var('max_conflict_rate', 0.05) %}
--- the CTEs read twice are not materialized: each reader scans the table itself, instead of a copy
--- of it spilled to disk
+-- the CTEs read twice are not materialized: each reader scans the table itself (in parallel),
+-- instead of a copy of it that may spill to disk
 with users as not materialized (
     select * from {{ ref('stg_legacy__users') }}
 ),
@@ -42,7 +42,8 @@ unmapped as (
     select * from {{ ref('migration_unmapped_fields') }}
 ),
 
-context_profile_status as (
+-- read twice: not materialized, so both readers run in parallel (a CTE scan is parallel-restricted)
+context_profile_status as not materialized (
     select
         context_profiles.context_profile_id,
         context_profiles.user_id,
@@ -53,19 +54,19 @@ context_profile_status as (
         on context_profiles.user_id = users.user_id
 ),
 
--- how many intents each context profile's (user, context type) maps to
+-- the intent each context profile's (user, context type) maps to, if any: at most one, since
+-- context_intent has a unique index on (user_id, context_type)
 context_profile_intents as (
     select
         context_profile_status.context_profile_id,
         context_profile_status.is_migrated,
-        count(context_intents.id) as intent_matches
+        context_intents.id is not null as has_intent
     from context_profile_status
     left join context_intents
         on
             context_profile_status.is_migrated
             and context_profile_status.user_id = context_intents.user_id
             and context_profile_status.context_type = context_intents.context_type
-    group by context_profile_status.context_profile_id, context_profile_status.is_migrated
 ),
 
 -- one scan per relation, every figure of it counted with a filter; sums are 0, not NULL, when
@@ -101,17 +102,14 @@ conflict_counts as (
     from conflicts
 ),
 
-profile_users as (
-    select distinct user_id from profiles
-),
-
+-- profile has a unique index on user_id: a user matches at most one profile
 user_counts as (
     select
         count(*) as users,
-        count(profile_users.user_id) as users_with_a_profile
+        count(profiles.user_id) as users_with_a_profile
     from users
-    left join profile_users
-        on users.user_id = profile_users.user_id
+    left join profiles
+        on users.user_id = profiles.user_id
 ),
 
 profile_counts as (
@@ -136,29 +134,17 @@ context_profile_counts as (
     from context_profile_status
 ),
 
--- chat messages counted per context profile first (2M groups), then matched to their context profile
-messages_per_context_profile as (
-    select
-        context_profile_id,
-        count(*) as chat_messages
-    from chat_messages
-    group by context_profile_id
-),
-
+-- one parallel hash join of the chat messages with their context profile's status
 message_counts as (
     select
-        coalesce(sum(messages.chat_messages), 0) as chat_messages,
-        coalesce(sum(messages.chat_messages) filter (where links.is_migrated), 0)
-            as chat_messages_of_migrated_context_profiles,
-        coalesce(sum(messages.chat_messages) filter (where links.is_migrated and links.intent_matches = 1), 0)
-            as chat_messages_mapped_to_one_intent,
-        coalesce(sum(messages.chat_messages) filter (where not links.is_migrated), 0)
-            as chat_messages_of_orphan_context_profiles,
-        coalesce(sum(messages.chat_messages) filter (where links.context_profile_id is null), 0)
-            as chat_messages_without_context_profile
-    from messages_per_context_profile as messages
+        count(*) as chat_messages,
+        count(*) filter (where links.is_migrated) as chat_messages_of_migrated_context_profiles,
+        count(*) filter (where links.is_migrated and links.has_intent) as chat_messages_mapped_to_one_intent,
+        count(*) filter (where not links.is_migrated) as chat_messages_of_orphan_context_profiles,
+        count(*) filter (where links.context_profile_id is null) as chat_messages_without_context_profile
+    from chat_messages
     left join context_profile_intents as links
-        on messages.context_profile_id = links.context_profile_id
+        on chat_messages.context_profile_id = links.context_profile_id
 ),
 
 counts as (

@@ -232,7 +232,8 @@ def key_accounting_test(settings, conn, rebuild: str | None = None):
 
     env = pipeline.dry_run_env(settings, settings.dry_run_schema)
     if rebuild is not None:
-        assert run_dbt(settings.project_dir, conn, ["run", "--select", rebuild], env=env, state_dir=settings.home).success
+        rebuilt = run_dbt(settings.project_dir, conn, ["run", "--select", rebuild], env=env, state_dir=settings.home)
+        assert rebuilt.success
     result = run_dbt(
         settings.project_dir, conn, ["test", "--select", "key_accounting_reconciles"], env=env, state_dir=settings.home
     )

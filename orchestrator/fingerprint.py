@@ -15,9 +15,10 @@ FINGERPRINTED_TABLES = ("User", "ContextProfile", "Profile")
 
 def _table_fingerprint(pg: psycopg.Connection, relation: sql.Composable, where: sql.Composable) -> dict:
     # the sum of a 64-bit hash of each row's text: independent of row order, changes with any value
-    query = sql.SQL(
-        "select count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text from {} as t {}"
-    ).format(relation, where)
+    # (sum of bigint is exact: numeric, accumulated in 128 bits)
+    query = sql.SQL("select count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text from {} as t {}").format(
+        relation, where
+    )
     count, digest = pg.execute(query).fetchone()
     return {"rows": count, "hash": digest}
 

@@ -79,6 +79,21 @@ def finish_dry_run(pg, meta_schema: str, dry_run_id: str, **fields) -> None:
     )
 
 
+def unit_tests_passed(pg, meta_schema: str, models_version: str | None) -> bool:
+    """Whether a full dry run built by ``models_version`` finished with every error-severity test passing,
+    unit tests included. Unit tests read fixed inputs, never the legacy data: their verdict depends on
+    the models version alone."""
+    if models_version is None or not db.table_exists(pg, meta_schema, "dry_runs"):
+        return False
+    return pg.execute(
+        sql.SQL(
+            "select exists (select from {} where scope = 'all' and status = 'built' and error_failures = 0"
+            " and models_version = %s)"
+        ).format(_table(meta_schema, "dry_runs")),
+        [models_version],
+    ).fetchone()[0]
+
+
 # the dry-run tables promote reads; a dry run records their oids (a dbt rebuild makes new tables)
 DRY_RUN_TABLES = ("profile", "context_intent", "migration_summary")
 

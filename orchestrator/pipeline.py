@@ -153,12 +153,16 @@ def dry_run(
                 result = run_dbt(
                     settings.project_dir,
                     conn,
-                    ["build"],
+                    # a partial rebuild leaves the unit tests out when a full dry run of these models has
+                    # passed them (below): they read fixed inputs, not the users it rebuilds
+                    ["build", *(["--exclude-resource-type", "unit_test"] if scope_table is not None else [])],
                     env=env,
                     on_node_finished=advance,
                     state_dir=state_dir,
                     dbt_vars=dbt_vars,
                 )
+            if scope_table is not None and result.success:
+                result = _unit_tests_unless_passed(settings, conn, pg, result, env, state_dir, dbt_vars)
         after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
         error_failures = sum(1 for node in result.nodes if node.status in ("error", "fail", "runtime error"))
         warn_failures = sum(1 for node in result.nodes if node.status == "warn")
@@ -194,6 +198,31 @@ def dry_run(
             + "): it is not promotable; run it again."
         )
     return outcome
+
+
+def _unit_tests_unless_passed(
+    settings: Settings,
+    conn: ConnInfo,
+    pg: psycopg.Connection,
+    build: DbtResult,
+    env: dict[str, str],
+    state_dir: Path,
+    dbt_vars: dict | None,
+) -> DbtResult:
+    """After a partial rebuild built without its unit tests: run them, unless a full dry run built by the
+    same models version passed them already. The rebuild's result, with theirs if they ran."""
+    if metadata.unit_tests_passed(pg, settings.meta_schema, models_version(build.target_path)):
+        return build
+    unit_tests = run_dbt(
+        settings.project_dir,
+        conn,
+        ["test", "--resource-type", "unit_test"],
+        env=env,
+        state_dir=state_dir,
+        dbt_vars=dbt_vars,
+    )
+    # the rebuild's invocation, unless the unit tests failed: then theirs, to describe the failure
+    return dataclasses.replace(build if unit_tests.success else unit_tests, nodes=build.nodes + unit_tests.nodes)
 
 
 def dry_run_env(settings: Settings, dry_run_schema: str) -> dict[str, str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import stat
 from decimal import Decimal
 
@@ -171,6 +173,35 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     full = json.loads((settings.home / "target" / "dry_run" / "run_results.json").read_text())
     partial = json.loads((settings.home / "partial" / "target" / "dry_run" / "run_results.json").read_text())
     assert full["args"].get("vars", {}) in ({}, None) and partial["args"]["vars"] == {"user_scope": True}
+
+
+def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_models_passed_them(fresh, tmp_path):
+    settings, conn = fresh
+
+    def partial_rebuild(settings):
+        with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
+            scope = promoting.fill_scope_table(pg, settings.meta_schema, ["u02"])
+            return pipeline.dry_run(settings, conn, QUIET, scope_table=scope, pg=pg)
+
+    def unit_tests(outcome):
+        return [node.status for node in outcome.dbt.nodes if node.resource_type == "unit_test"]
+
+    # the full dry run passed them with these models: the rebuild leaves them out
+    outcome = partial_rebuild(settings)
+    assert outcome.record["status"] == "built" and unit_tests(outcome) == []
+    # no full dry run of these models passed them (a model changed since, say): the rebuild runs them
+    execute(conn, f"update \"{settings.meta_schema}\".dry_runs set models_version = 'older' where scope = 'all'")
+    outcome = partial_rebuild(settings)
+    assert outcome.record["status"] == "built" and len(unit_tests(outcome)) >= 10
+    assert set(unit_tests(outcome)) == {"pass"}
+    # ... and one failing fails the rebuild (in a copy of the project whose unit-test fixture is wrong)
+    copy = tmp_path / "project"
+    ignored = shutil.ignore_patterns(".git", ".venv", ".orchestrator", "target", "node_modules")
+    shutil.copytree(settings.project_dir, copy, ignore=ignored)
+    fixture = copy / "tests" / "fixtures" / "field_map_fixture.csv"
+    fixture.write_text(fixture.read_text().replace("relationshipTimeline", "relationshipTimelime", 1))
+    with pytest.raises(CheckFailed, match=r"dbt test --resource-type unit_test` failed: unit_test\.migration\."):
+        partial_rebuild(dataclasses.replace(settings, project_dir=copy))
 
 
 def test_partial_promote_refuses_unknown_users(fresh):

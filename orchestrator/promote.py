@@ -281,7 +281,11 @@ def promote(
             dry_run_schema=dry_run_schema,
             max_conflict_rate=max_conflict_rate,
             scope_table=scope_table,
-            current_models_version=current_models_version(settings, conn) if dry_run is not None else None,
+            current_models_version=(
+                current_models_version(settings, conn, after_partial_rebuild=users is not None)
+                if dry_run is not None
+                else None
+            ),
             rebuilt_now=users is not None,
         )
         failed = [gate for gate in gates if not gate.passed]
@@ -367,19 +371,22 @@ def promote(
         return PromoteResult(run_id, change_plan, not exists, gates, dead)
 
 
-def current_models_version(settings: Settings, conn: ConnInfo) -> str:
+def current_models_version(settings: Settings, conn: ConnInfo, *, after_partial_rebuild: bool = False) -> str:
     """The models version (pipeline.models_version) of the project as it is now: `dbt parse` into a
-    target path of its own (a dry run building at the same time keeps its own)."""
+    target path of its own (a dry run building at the same time keeps its own). Right after a partial
+    rebuild, into the rebuild's, with its settings (promote's lock keeps other partial rebuilds out): dbt
+    then reads back the parse the rebuild just saved and parses only the files changed since, instead
+    of the whole project."""
     from orchestrator.dbt import run_dbt
-    from orchestrator.pipeline import models_version
+    from orchestrator.pipeline import dry_run_env, models_version, partial_schema
 
-    result = run_dbt(
-        settings.project_dir,
-        conn,
-        ["parse"],
-        env={**settings.dbt_env(), "MIGRATION_META_SCHEMA": settings.meta_schema},
-        state_dir=settings.home / "parse",
-    )
+    if after_partial_rebuild:
+        env = dry_run_env(settings, partial_schema(settings))
+        state_dir, dbt_vars = settings.home / "partial", {"user_scope": True}
+    else:
+        env = {**settings.dbt_env(), "MIGRATION_META_SCHEMA": settings.meta_schema}
+        state_dir, dbt_vars = settings.home / "parse", None
+    result = run_dbt(settings.project_dir, conn, ["parse"], env=env, state_dir=state_dir, dbt_vars=dbt_vars)
     version = models_version(result.target_path) if result.success else None
     if version is None:
         raise OrchestratorError(

@@ -893,7 +893,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--durable", action="store_true", help="keep fsync on in the throwaway cluster")
     parser.add_argument("--pg-setting", action="append", default=[], help="name=value for postgresql.conf")
-    parser.add_argument("--naive-sample", type=int, default=2000, help="users the naive baseline migrates at most")
+    parser.add_argument(
+        "--naive-sample", type=int, default=20000, help="users the naive baseline migrates at most (within the budget)"
+    )
     parser.add_argument("--naive-budget", type=float, default=120.0, help="seconds per naive run (whole batches)")
     parser.add_argument(
         "--batches",

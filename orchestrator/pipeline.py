@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from orchestrator import batches as user_batches
 from orchestrator import db, fingerprint, fixtures, metadata
 from orchestrator.config import Settings, connect_info, external_server_configured, validate_identifier
-from orchestrator.dbt import DbtResult, run_dbt
+from orchestrator.dbt import DbtResult, preload, run_dbt
 from orchestrator.embedded import ConnInfo
 from orchestrator.errors import CheckFailed, OrchestratorError
 
@@ -114,6 +114,7 @@ def dry_run(
     if batches is not None and batches > 1 and scope_table is not None:
         raise OrchestratorError("a partial rebuild of a few users is not batched: drop --batches")
     dry_run_schema = settings.dry_run_schema if scope_table is None else partial_schema(settings)
+    preload()  # import dbt while the lock and the fingerprint are taken
     with contextlib.ExitStack() as stack:
         if pg is None:
             pg = stack.enter_context(db.connect(conn, autocommit=True))

@@ -249,6 +249,9 @@ def promote(
     rebuild_scope: Callable[[psycopg.Connection], dict] | None = None,
 ) -> PromoteResult:
     """Publish the dry run (or, with ``users``, those users rebuilt from current legacy data)."""
+    from orchestrator.dbt import preload
+
+    preload()  # import dbt meanwhile: the gates parse the project (and a partial promote rebuilds)
     with promote_lock(conn, "promote", lock_timeout) as pg:
         metadata.ensure(pg, settings.meta_schema)
         dead = metadata.mark_dead_runs(pg, settings.meta_schema)

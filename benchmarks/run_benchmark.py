@@ -6,7 +6,8 @@ For each N (default 10k, 100k, 1M) on a fresh database:
      jsonb_each pass over every blob;
   3. `orchestrator dry-run --batches K` (the real CLI, in a subprocess; K as `--batches auto` picks it
      for N, or each K of `--batches`, one dry run each on the same data, the first followed by step 4;
-     with K > 1, batch 1 of K is then also rebuilt alone, to measure one batch): its wall time, and from dbt's
+     with K > 1, batch 1 of K is then also rebuilt alone, to measure one batch; with `--repeat R` the
+     first dry run runs R times and its time is their median): its wall time, and from dbt's
      run_results.json the build's elapsed time split into models (and seeds) and tests, both as
      node-seconds (sum of each node's execution time; dbt runs 2 threads, so this can exceed the
      wall time) and as wall time (union of the intervals during which a node of that kind ran);
@@ -36,6 +37,7 @@ Examples:
     .venv/bin/python benchmarks/run_benchmark.py --sizes 1M --naive-budget 60
     .venv/bin/python benchmarks/run_benchmark.py --sizes 100k --server pg15
     .venv/bin/python benchmarks/run_benchmark.py --sizes 1M --batches auto,1 --skip-naive
+    .venv/bin/python benchmarks/run_benchmark.py --sizes 1M --batches auto,1 --repeat 3
     .venv/bin/python benchmarks/run_benchmark.py --render-only
 """
 
@@ -53,6 +55,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -452,6 +455,8 @@ def run_size(server: Server, memory: MemorySampler, n: int, args, home: Path, lo
 
     batches, *other_batches = [user_batches.auto_count(n) if k == "auto" else k for k in args.batches]
     dry = measured_dry_run(server, memory, n, batches, env, home, log_file)
+    if args.repeat > 1 and dry["exit_code"] == 0:
+        repeat_dry_run(dry, args.repeat, n, env, log_file)
     dry["fingerprints_seconds"] = fingerprint_seconds(server)
     result["dry_run"] = dry
     summary = summary_values(server)
@@ -554,6 +559,24 @@ def measured_dry_run(
     return dry
 
 
+def repeat_dry_run(dry: dict, repeat: int, n: int, env: dict[str, str], log_file: Path) -> None:
+    """Run the same dry run ``repeat - 1`` more times on the same data: ``dry["seconds"]`` becomes the
+    median of all the runs (``runs_seconds``); the other figures stay the first run's."""
+    runs = [dry["seconds"]]
+    for attempt in range(2, repeat + 1):
+        log(f"{human(n)}: orchestrator dry-run --batches {dry['batches']} (run {attempt} of {repeat})")
+        started = time.monotonic()
+        code = orchestrator(["dry-run", "--batches", str(dry["batches"])], env, log_file)
+        if code != 0:
+            raise SystemExit(f"dry run {attempt} of {repeat} failed (exit {code}): see {log_file}")
+        runs.append(round(time.monotonic() - started, 2))
+        log(f"  dry run {runs[-1]} s")
+    dry["runs_seconds"] = runs
+    dry["first_run_seconds"] = dry["seconds"]
+    dry["seconds"] = round(statistics.median(runs), 2)
+    log(f"  median of {repeat} dry runs: {dry['seconds']} s ({min(runs)}–{max(runs)} s)")
+
+
 def derive(result: dict) -> None:
     """Throughputs and ratios from the measured figures."""
     n = result["users"]
@@ -641,6 +664,14 @@ def fmt(value, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
+def dry_run_seconds(dry: dict) -> str:
+    """The dry run's time; with several runs, their median and range."""
+    runs = dry.get("runs_seconds") or []
+    if len(runs) < 2:
+        return fmt(dry.get("seconds"), " s")
+    return f"{fmt(dry.get('seconds'), ' s')} (median of {len(runs)}: {fmt(min(runs))}–{fmt(max(runs))} s)"
+
+
 def render_markdown(results: list[dict]) -> str:
     lines = [
         "# Benchmarks",
@@ -660,6 +691,9 @@ def render_markdown(results: list[dict]) -> str:
         "  (dbt runs 2 threads, so they can overlap); *fingerprints* were timed separately (each dry run",
         "  takes them twice, plus the chat messages'). With `--batches K` > 1 (the *K* column), *build*, *models*",
         "  and *tests* are the main build's, after the batches; the dry-run time includes the batches.",
+        "  With `--repeat R` the same dry run ran R times on the same data: its time is their median (the",
+        "  range follows), which the ratios use; the other figures are the first run's. Identical dry runs",
+        "  at 1M varied by up to 20% on these shared machines (docs/performance.md).",
         "- **Promote**: `orchestrator promote --yes` (all users, into the generated schema); **partial**:",
         "  `orchestrator promote --user …` with 10 users on the full database (rebuilds those users), then",
         "  with 10 others: the first parses the partial rebuild's dbt project (dbt keeps that parse, so it",
@@ -700,7 +734,7 @@ def render_markdown(results: list[dict]) -> str:
             d = e.get("dry_run", {})
             lines.append(
                 f"| {human(e['users'])} | {e['date'][:10]} | {e['git']} | {fmt(e['generate']['seconds'], ' s')} "
-                f"| {d.get('batches', 1)} | {fmt(d.get('seconds'), ' s')} | {fmt(d.get('build_seconds'), ' s')} "
+                f"| {d.get('batches', 1)} | {dry_run_seconds(d)} | {fmt(d.get('build_seconds'), ' s')} "
                 f"| {fmt(d.get('models_wall_seconds'), ' s')} | {fmt(d.get('tests_wall_seconds'), ' s')} "
                 f"| {fmt(d.get('fingerprints_seconds'), ' s')} | {fmt(e.get('promote', {}).get('seconds'), ' s')} "
                 f"| {partials(e)} |"
@@ -904,10 +938,18 @@ def main() -> None:
         help="dry-run --batches K|auto; a comma-separated list runs one dry run per K on the same data, the "
         "first one's followed by promote (default auto: the orchestrator's own choice for N users)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the (first) dry run this many times on the same data and report the median (default 1)",
+    )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the throwaway cluster running at the end")
     parser.add_argument("--render-only", action="store_true", help="re-render docs/benchmarks.md and the plots")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     results = load_results()
     if args.render_only:

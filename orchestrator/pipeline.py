@@ -134,13 +134,12 @@ def dry_run(
             scope="all" if scope_table is None else "users",
             fingerprint=before,
         )
-        env = dry_run_env(settings, dry_run_schema)
-        # a partial rebuild keeps its own dbt state: it parses the project with other vars, and
-        # alternating with full dry runs in one target path would make dbt parse everything again each
-        # time (and overwrite the full dry run's run results)
-        state_dir = settings.home if scope_table is None else settings.home / "partial"
+        if scope_table is None:
+            env, state_dir = dry_run_env(settings, dry_run_schema), settings.home
+            dbt_vars = {"batch_count": batches} if batches > 1 else None
+        else:
+            env, state_dir, dbt_vars = partial_rebuild_dbt(settings)
         target_path = state_dir / "target" / "dry_run"
-        dbt_vars = {"user_scope": True} if scope_table else ({"batch_count": batches} if batches > 1 else None)
         result = None
         if scope_table is None:
             # batch tables of an earlier batched dry run: rebuilt below if this one is batched
@@ -253,6 +252,16 @@ def _build_user_batches(
 
     outcomes = user_batches.build_batches(settings.project_dir, conn, env, settings.home, batches, finished)
     return next((outcome.result for outcome in outcomes if not outcome.result.success), None)
+
+
+def partial_rebuild_dbt(settings: Settings) -> tuple[dict[str, str], Path, dict]:
+    """A partial rebuild's dbt environment, state directory and vars.
+
+    It keeps its own dbt state: it parses the project with other vars, and alternating with full dry
+    runs in one target path would make dbt parse everything again each time (and overwrite the full
+    dry run's run results).
+    """
+    return dry_run_env(settings, partial_schema(settings)), settings.home / "partial", {"user_scope": True}
 
 
 def partial_schema(settings: Settings) -> str:

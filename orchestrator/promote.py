@@ -381,11 +381,10 @@ def current_models_version(settings: Settings, conn: ConnInfo, *, after_partial_
     then reads back the parse the rebuild just saved and parses only the files changed since, instead
     of the whole project."""
     from orchestrator.dbt import run_dbt
-    from orchestrator.pipeline import dry_run_env, models_version, partial_schema
+    from orchestrator.pipeline import models_version, partial_rebuild_dbt
 
     if after_partial_rebuild:
-        env = dry_run_env(settings, partial_schema(settings))
-        state_dir, dbt_vars = settings.home / "partial", {"user_scope": True}
+        env, state_dir, dbt_vars = partial_rebuild_dbt(settings)
     else:
         env = {**settings.dbt_env(), "MIGRATION_META_SCHEMA": settings.meta_schema}
         state_dir, dbt_vars = settings.home / "parse", None

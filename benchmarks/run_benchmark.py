@@ -74,8 +74,9 @@ import naive_baseline  # noqa: E402
 from orchestrator import batches as user_batches  # noqa: E402
 from orchestrator import fingerprint  # noqa: E402
 from orchestrator import generate as generating  # noqa: E402
-from orchestrator.dbt import run_dbt  # noqa: E402
-from orchestrator.embedded import SUPERUSER, Cluster, ConnInfo, free_port, wait_until_accepting  # noqa: E402
+from orchestrator.config import ConnInfo, Settings  # noqa: E402
+from orchestrator.dbt import DbtProject  # noqa: E402
+from orchestrator.embedded import SUPERUSER, Cluster, free_port, wait_until_accepting  # noqa: E402
 
 DOCS = PROJECT / "docs"
 RESULTS_JSON = DOCS / "benchmarks.json"
@@ -260,6 +261,20 @@ def temp_usage(conn: ConnInfo) -> tuple[int, int]:
         return pg.execute(
             "select temp_files, temp_bytes from pg_stat_database where datname = %s", [DATABASE]
         ).fetchone()
+
+
+@contextlib.contextmanager
+def temporary_env(**values: str):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -543,12 +558,14 @@ def measured_dry_run(
         # what one batch needs on its own (in the dry run, two are built at a time)
         log(f"{human(n)}: batch 1 of {batches} alone")
         alone: dict = {}
-        dbt_env = {"MIGRATION_LEGACY_SCHEMA": LEGACY, "MIGRATION_DRY_RUN_SCHEMA": ONE_BATCH_SCHEMA}
-        seeded = run_dbt(home / "project", server.bench(), ["seed"], env=dbt_env, state_dir=home / "one_batch")
-        if not seeded.success:
-            raise SystemExit(seeded.describe_failure())
-        with measured(server, memory, alone):
-            outcome = user_batches.build_batch(home / "project", server.bench(), dbt_env, home, batches, 0)
+        # its own dry-run schema and dbt state, beside the dry run's
+        one_batch = Settings(home / "project", LEGACY, LEGACY, ONE_BATCH_SCHEMA, "migration_meta")
+        with temporary_env(ORCHESTRATOR_HOME=str(home / "one_batch")):
+            seeded = DbtProject(one_batch, server.bench()).full().invoke(["seed"])
+            if not seeded.success:
+                raise SystemExit(seeded.describe_failure())
+            with measured(server, memory, alone):
+                outcome = user_batches.build_batch(one_batch, server.bench(), batches, 0)
         alone["success"] = outcome.result.success
         if not outcome.result.success:
             log(f"  FAILED: {outcome.result.describe_failure()}")

@@ -8,8 +8,7 @@ sorts and aggregates about 1/K of the data, which bounds its memory and temp fil
 batch builds in flight use both cores on what is otherwise one serial chain of models.
 
 dbt runs in-process and keeps global state, so each batch build runs in its own process, with its
-own dbt state directory (one per batch index and count, so that a rerun with the same K reuses dbt's
-partial parse instead of parsing the project again).
+own dbt state directory (``DbtProject.batch``).
 """
 
 from __future__ import annotations
@@ -22,20 +21,16 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from psycopg import sql
 
-from orchestrator.dbt import DbtResult, run_dbt
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo, Settings
+from orchestrator.dbt import DbtProject, DbtResult
 
 MAX_BATCHES = 64
 # batch builds in flight at once: one per core, at most two (measured on 2 cores; more would multiply
-# the memory in use, unmeasured)
+# the memory in use, unmeasured); each runs without parallel workers (dbt.BATCH_SESSION_OPTIONS)
 WORKERS = max(1, min(2, os.cpu_count() or 1))
-# Each batch is one process on one core: with parallel workers as well, the two batches in flight
-# fought for the same two cores (1M users, --batches 8: dry run 256 s with them, 221 s without).
-BATCH_SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
 # `--batches auto`: no batches below AUTO_MIN_USERS (each batch costs about 5 s of its own: a process,
 # dbt's parse, a scan of the legacy tables); above, about AUTO_USERS_PER_BATCH users per batch. At 1M
 # users, 8 batches measured 221 s against 230 s for 4, 255 s for 16 and 265 s for none.
@@ -82,21 +77,13 @@ def drop_batch_relations(pg, schema: str) -> None:
         pg.execute(sql.SQL(statement).format(sql.Identifier(schema, name)))
 
 
-def build_batch(project_dir: Path, conn: ConnInfo, env: dict[str, str], home: Path, count: int, index: int):
-    """Batch ``index`` of ``count``: its users' chain of models, with dbt state under ``home``.
+def build_batch(settings: Settings, conn: ConnInfo, count: int, index: int) -> BatchOutcome:
+    """Batch ``index`` of ``count``: its users' chain of models, in the dry-run schema of ``settings``.
 
     Runs in a child process of ``build_batches`` (its result is made picklable), or alone.
     """
     started = time.monotonic()
-    result = run_dbt(
-        project_dir,
-        conn,
-        ["run", "--select", SELECTOR],
-        env=env,
-        state_dir=home / "batches" / f"{index}-of-{count}",
-        dbt_vars={"batch_count": count, "batch_index": index},
-        session_options=BATCH_SESSION_OPTIONS,
-    )
+    result = DbtProject(settings, conn).batch(index, count).invoke(["run", "--select", SELECTOR])
     if result.exception is not None:
         result.exception = RuntimeError(str(result.exception))
     return BatchOutcome(index, time.monotonic() - started, result)
@@ -119,10 +106,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def build_batches(
-    project_dir: Path,
+    settings: Settings,
     conn: ConnInfo,
-    env: dict[str, str],
-    home: Path,
     count: int,
     on_batch_finished: Callable[[BatchOutcome], None] | None = None,
 ) -> list[BatchOutcome]:
@@ -135,7 +120,7 @@ def build_batches(
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=min(WORKERS, count), mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        pending = {pool.submit(build_batch, project_dir, conn, env, home, count, index) for index in range(count)}
+        pending = {pool.submit(build_batch, settings, conn, count, index) for index in range(count)}
         failed = False
         for future in concurrent.futures.as_completed(pending):
             if future.cancelled():

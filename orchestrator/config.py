@@ -11,12 +11,39 @@ import os
 import re
 from pathlib import Path
 
-from orchestrator.embedded import ConnInfo, ProjectServer
 from orchestrator.errors import OrchestratorError
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_IDENTIFIER_BYTES = 63
 FIXTURES_SCHEMA = "legacy_fixtures"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnInfo:
+    """How to reach one PostgreSQL database (the embedded server's, or the one the PG* variables name)."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+    dbname: str
+
+    def kwargs(self, dbname: str | None = None) -> dict:
+        args = {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname or self.dbname}
+        if self.password:
+            args["password"] = self.password
+        return args
+
+    def with_dbname(self, dbname: str) -> ConnInfo:
+        return dataclasses.replace(self, dbname=dbname)
+
+    def libpq_env(self) -> dict[str, str]:
+        """The standard PG* variables, plus the password under the name dbt masks."""
+        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGDATABASE": self.dbname}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+            env["DBT_ENV_SECRET_PGPASSWORD"] = self.password
+        return env
 
 
 def validate_identifier(name: str, what: str) -> str:
@@ -66,13 +93,24 @@ class Settings:
     def home(self) -> Path:
         return orchestrator_home(self.project_dir)
 
+    @property
+    def partial_schema(self) -> str:
+        """Where a rebuild of a few users (a partial promote) builds its dry run."""
+        return validate_identifier(f"{self.dry_run_schema}_users", "partial dry-run schema")
+
     @classmethod
-    def load(cls, *, legacy_schema: str | None = None, project: Path | None = None) -> Settings:
+    def load(
+        cls,
+        *,
+        legacy_schema: str | None = None,
+        project: Path | None = None,
+        remembered_legacy_schema: str | None = None,
+    ) -> Settings:
+        """The settings from the environment. The legacy schema: ``legacy_schema``, else
+        $MIGRATION_LEGACY_SCHEMA, else the one the embedded server remembers (``remembered_legacy_schema``,
+        see db.load_settings), else ``public``."""
         project = project or project_dir()
-        remembered = None
-        if not external_server_configured():
-            remembered = ProjectServer(orchestrator_home(project)).remembered_legacy_schema()
-        legacy = legacy_schema or os.environ.get("MIGRATION_LEGACY_SCHEMA") or remembered or "public"
+        legacy = legacy_schema or os.environ.get("MIGRATION_LEGACY_SCHEMA") or remembered_legacy_schema or "public"
         live = os.environ.get("MIGRATION_LIVE_SCHEMA") or legacy
         settings = cls(
             project_dir=project,
@@ -92,12 +130,6 @@ class Settings:
             )
         return settings
 
-    def dbt_env(self) -> dict[str, str]:
-        return {
-            "MIGRATION_LEGACY_SCHEMA": self.legacy_schema,
-            "MIGRATION_DRY_RUN_SCHEMA": self.dry_run_schema,
-        }
-
 
 def external_conninfo() -> ConnInfo:
     env = os.environ
@@ -108,28 +140,3 @@ def external_conninfo() -> ConnInfo:
         raise OrchestratorError(f"PGPORT={port_text!r} is not a port number") from None
     user = env.get("PGUSER") or os.environ.get("USER") or "postgres"
     return ConnInfo(env["PGHOST"], port, user, env.get("PGPASSWORD"), env.get("PGDATABASE") or user)
-
-
-def connect_info(settings: Settings) -> ConnInfo:
-    """The server to use: the one the PG* variables name, else the project's embedded server (started)."""
-    if external_server_configured():
-        conn = external_conninfo()
-        check_reachable(conn)
-        return conn
-    return ProjectServer(settings.home).ensure_running()
-
-
-def check_reachable(conn: ConnInfo) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(**conn.kwargs(), connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if conn.password:
-            reason = reason.replace(conn.password, "***")
-        raise OrchestratorError(
-            f"cannot connect to PostgreSQL at {conn.host}:{conn.port} as {conn.user} (database {conn.dbname}): "
-            f"{reason} -- check PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE, or unset PGHOST to use the embedded server"
-        ) from None

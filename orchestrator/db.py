@@ -1,18 +1,84 @@
-"""Connections. Identifiers only ever reach SQL through ``psycopg.sql.Identifier``."""
+"""The server and connections: which PostgreSQL to use, connecting, and catalog helpers.
+
+Identifiers only ever reach SQL through ``psycopg.sql.Identifier``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from importlib import resources
 
 import psycopg
 from psycopg import sql
 
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import (
+    ConnInfo,
+    Settings,
+    external_conninfo,
+    external_server_configured,
+    orchestrator_home,
+    project_dir,
+)
+from orchestrator.embedded import ProjectServer
 from orchestrator.errors import OrchestratorError
 
 LEGACY_TABLES = ("User", "ContextProfile", "Profile", "ChatMessage")
+
+
+# -- which server -------------------------------------------------------------------------------------
+
+
+def load_settings(*, legacy_schema: str | None = None) -> Settings:
+    """The settings from the environment; on the embedded server, the legacy schema it remembers (the
+    last one `fixtures load` or `generate` filled) is the default."""
+    remembered = None
+    if legacy_schema is None and not external_server_configured():
+        remembered = ProjectServer(orchestrator_home(project_dir())).remembered_legacy_schema()
+    return Settings.load(legacy_schema=legacy_schema, remembered_legacy_schema=remembered)
+
+
+def server(settings: Settings) -> ConnInfo:
+    """The server to use: the one the PG* variables name, else the project's embedded server (started)."""
+    if external_server_configured():
+        conn = external_conninfo()
+        check_reachable(conn)
+        return conn
+    return ProjectServer(settings.home).ensure_running()
+
+
+def embedded_server(action: str) -> ProjectServer:
+    """The project's embedded server, for `orchestrator db <action>`: refused when PGHOST names another."""
+    if external_server_configured():
+        raise OrchestratorError(
+            f"PGHOST is set, so the orchestrator uses that server and there is no embedded server to {action}: "
+            f"unset PGHOST to use the embedded one"
+        )
+    return ProjectServer(orchestrator_home(project_dir()))
+
+
+def remember_legacy_schema(settings: Settings, schema: str) -> None:
+    """On the embedded server, later commands use ``schema`` as the legacy schema."""
+    if not external_server_configured():
+        ProjectServer(settings.home).remember_legacy_schema(schema)
+
+
+def check_reachable(conn: ConnInfo) -> None:
+    try:
+        with psycopg.connect(**conn.kwargs(), connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if conn.password:
+            reason = reason.replace(conn.password, "***")
+        raise OrchestratorError(
+            f"cannot connect to PostgreSQL at {conn.host}:{conn.port} as {conn.user} (database {conn.dbname}): "
+            f"{reason} -- check PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE, or unset PGHOST to use the embedded server"
+        ) from None
+
+
+# -- connections and the catalog ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -25,6 +91,16 @@ def connect(
 
 def packaged_sql(name: str) -> str:
     return resources.files("orchestrator").joinpath("sql", name).read_text()
+
+
+def packaged_sql_sections(name: str) -> dict[str, str]:
+    """A packaged SQL file split at its ``-- name: ...`` lines, full-line comments removed."""
+    parts = re.split(r"^-- name: (\w+)\s*$", packaged_sql(name), flags=re.MULTILINE)
+    found = {}
+    for section, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        found[section] = "\n".join(lines).strip()
+    return found
 
 
 def schema_exists(pg: psycopg.Connection, schema: str) -> bool:

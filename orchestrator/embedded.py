@@ -17,7 +17,6 @@ generated password is kept in ``.orchestrator/server.json`` (mode 0600).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -31,37 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchestrator.config import ConnInfo
 from orchestrator.errors import OrchestratorError
 
 SUPERUSER = "postgres"
 DATABASE = "migration"
 ROOT_BASE = Path(os.environ.get("ORCHESTRATOR_ROOT_BASE", "/var/lib/orchestrator"))
-
-
-@dataclasses.dataclass(frozen=True)
-class ConnInfo:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    dbname: str
-
-    def kwargs(self, dbname: str | None = None) -> dict:
-        args = {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname or self.dbname}
-        if self.password:
-            args["password"] = self.password
-        return args
-
-    def with_dbname(self, dbname: str) -> ConnInfo:
-        return dataclasses.replace(self, dbname=dbname)
-
-    def libpq_env(self) -> dict[str, str]:
-        """The standard PG* variables, plus the password under the name dbt masks."""
-        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGDATABASE": self.dbname}
-        if self.password:
-            env["PGPASSWORD"] = self.password
-            env["DBT_ENV_SECRET_PGPASSWORD"] = self.password
-        return env
 
 
 def wheel_bin_dir() -> Path:

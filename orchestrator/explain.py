@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-import secrets
 from decimal import Decimal
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from orchestrator import db, live
-from orchestrator.config import Settings
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import CheckFailed, OrchestratorError
 
 
@@ -146,114 +140,3 @@ def _same(dry_rows: dict, live_rows: dict) -> bool:
         return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
 
     return all(key(dry_rows[table]) == key(live_rows[table]) for table in dry_rows)
-
-
-# -- rendering ------------------------------------------------------------------------------------------
-
-
-def _text(value) -> str:
-    """User data as inert text for the terminal (rich markup escaped)."""
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list, Decimal)):
-        value = to_json(value, indent=None)
-    return escape(str(value))
-
-
-def _json_text(value) -> str:
-    """A JSON value as JSON (so " Bo " shows its spaces and "30" differs from 30), markup escaped."""
-    return "" if value is None else escape(to_json(value, indent=None))
-
-
-OUTCOME_WORDS = {
-    "chosen": "chosen",
-    "same_as_chosen": "agreed with the chosen value",
-    "lost_conflict": "lost a conflict",
-    "partly_lost_conflict": "some sub-keys lost a conflict",
-    "merged": "merged into the array",
-    "partly_deduplicated": "merged; some elements were duplicates",
-    "deduplicated": "all elements were duplicates",
-    "absent": "empty/absent after normalisation",
-    "unmapped": "unmapped",
-}
-
-
-def render(result: dict, console: Console) -> None:
-    console.print(f"User {result['user_id']!r}", style="bold", markup=False)
-    table = Table(title="Context profiles (context order)")
-    for column in ("context profile", "type", "created", "legacy profiles (in order)"):
-        table.add_column(column)
-    by_cp: dict[str, list[str]] = {}
-    for profile in result["legacy_profiles"]:
-        by_cp.setdefault(profile["context_profile_id"], []).append(
-            f"#{profile['context_order']} {profile['legacy_profile_id']} ({profile['data_type']})"
-        )
-    for cp in result["context_profiles"]:
-        table.add_row(
-            _text(cp["context_profile_id"]),
-            cp["context_type"],
-            f"{cp['created_at']}",
-            _text(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"),
-        )
-    console.print(table)
-
-    console.print("Every legacy key (original -> normalised => target: outcome):", style="bold")
-    current = None
-    for row in result["keys"]:
-        if row["legacy_profile_id"] != current:
-            current = row["legacy_profile_id"]
-            console.print(
-                f"  #{row['context_order'] or '-'} legacy Profile {_text(current)} "
-                f"(context profile {_text(row['context_profile_id'])}, {row['context_type']})"
-            )
-        target = ""
-        if row["field"]:
-            target = (
-                "Profile." if row["target"] == "profile" else f"ContextIntent[{row['target_context_type']}]."
-            ) + row["field"]
-        outcome = OUTCOME_WORDS.get(row["outcome"], row["outcome"])
-        if row["outcome"] == "unmapped":
-            outcome += f" ({row['unmapped_reason']})"
-        outcome = escape(outcome)
-        for atom in row["atom_details"] or []:
-            if atom.get("outcome") == "lost_conflict":
-                where = f"{escape(atom['sub_key'])}: " if atom.get("sub_key") else ""
-                outcome += (
-                    f"; {where}lost to {_json_text(atom['chosen_value'])} "
-                    f"from {_text(atom['chosen_from_legacy_profile_id'])}"
-                )
-        key = _text(row["legacy_key"]) if row["legacy_key"] is not None else "(the whole data)"
-        normalised = f" -> {_json_text(row['normalised_value'])}" if row["normalised_value"] is not None else ""
-        arrow = f" => {escape(target)}" if target else " =>"
-        console.print(f"    {key}: {_json_text(row['legacy_value'])}{normalised}{arrow}: {outcome}")
-    if not result["keys"]:
-        console.print("  (no legacy keys)")
-
-    for name, rows in result["dry_run"].items():
-        for row in rows:
-            title = "Profile" if name == "profile" else f"ContextIntent [{row['context_type']}]"
-            filled = {k: v for k, v in row.items() if v not in (None, [], {}) and k not in ("user_id",)}
-            console.print(
-                f"{title} (dry run): completeness {row['completeness']}, missing {row['missing']}", markup=False
-            )
-            console.print("  " + to_json(filled, indent=None), markup=False)
-    if result["live"] is None:
-        console.print("Live tables: not promoted yet.")
-    elif result["live_matches_dry_run"]:
-        console.print("Live tables: this user's rows are identical to the dry run.")
-    else:
-        console.print("Live tables: this user's rows DIFFER from the dry run (promote again, or see --json).")
-
-
-def to_json(value, indent: int | None = 2) -> str:
-    """JSON in which numbers keep their exact text (Decimal 1.50 is written 1.50, not 1.5)."""
-    nonce = secrets.token_hex(8)
-
-    def default(item):
-        if isinstance(item, Decimal):
-            # a placeholder no JSON string from the database can contain (jsonb rejects \u0000)
-            return f"\x00{nonce}:{item}\x00"
-        return str(item)
-
-    text = json.dumps(value, indent=indent, default=default, ensure_ascii=False)
-    return re.sub(r'"\\u0000' + nonce + r':([^"\\]+)\\u0000"', r"\1", text)

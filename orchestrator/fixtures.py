@@ -5,9 +5,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from orchestrator import db
-from orchestrator.config import Settings, validate_identifier
-from orchestrator.dbt import require_success, run_dbt
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo, Settings, validate_identifier
+from orchestrator.dbt import DbtProject, require_success
 from orchestrator.errors import OrchestratorError
 
 MARKER = "orchestrator fixtures: legacy-shaped demo data, safe to drop"
@@ -24,21 +23,17 @@ def seed_schema_for(schema: str) -> str:
     return validate_identifier(f"{schema}_seeds", "fixture seed schema")
 
 
-def load(settings: Settings, conn: ConnInfo, schema: str) -> dict[str, int]:
-    """(Re)create ``schema`` with the legacy DDL and the fixture rows; returns row counts per table."""
+def load(settings: Settings, conn: ConnInfo, schema: str, *, remember: bool = False) -> dict[str, int]:
+    """(Re)create ``schema`` with the legacy DDL and the fixture rows; returns row counts per table.
+
+    ``remember``: on the embedded server, later commands use ``schema`` as the legacy schema.
+    """
     schema = validate_identifier(schema, "fixtures schema")
     seeds = seed_schema_for(schema)
     with db.connect(conn) as pg:
         refuse_foreign_schema(pg, schema)
     require_success(
-        run_dbt(
-            settings.project_dir,
-            conn,
-            ["seed", "--select", "tag:fixtures", "--full-refresh"],
-            dbt_vars={"load_fixtures": True, "fixture_seed_schema": seeds},
-            env=settings.dbt_env(),
-            state_dir=settings.home,
-        )
+        DbtProject(settings, conn).fixtures(seeds).invoke(["seed", "--select", "tag:fixtures", "--full-refresh"])
     )
     with db.connect(conn) as pg, pg.transaction():
         pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
@@ -53,6 +48,8 @@ def load(settings: Settings, conn: ConnInfo, schema: str) -> dict[str, int]:
             table: pg.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table))).fetchone()[0]
             for table in db.LEGACY_TABLES
         }
+    if remember:
+        db.remember_legacy_schema(settings, schema)
     return counts
 
 

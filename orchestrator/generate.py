@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +26,9 @@ import psycopg
 from psycopg import sql
 
 from orchestrator import db, fixtures
-from orchestrator.config import validate_identifier
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo, Settings, validate_identifier
 from orchestrator.errors import OrchestratorError
+from orchestrator.feedback import Feedback
 
 MARKER = "orchestrator generate: synthetic legacy data, safe to drop"
 DEFAULT_SCHEMA = "legacy_generated"
@@ -57,17 +56,6 @@ class GenerateResult:
     @property
     def seconds(self) -> float:
         return sum(self.timings.values())
-
-
-def sections() -> dict[str, str]:
-    """generate.sql split at its ``-- name: ...`` lines, full-line comments removed."""
-    text = db.packaged_sql("generate.sql")
-    parts = re.split(r"^-- name: (\w+)\s*$", text, flags=re.MULTILINE)
-    found = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        found[name] = "\n".join(lines).strip()
-    return found
 
 
 def phantom_users(users: int) -> int:
@@ -99,7 +87,7 @@ def generate(
     if not 0 <= seed < 2**31:
         raise OrchestratorError(f"--seed must be between 0 and {2**31 - 1}, not {seed}")
     workers = workers or default_workers()
-    parts = sections()
+    parts = db.packaged_sql_sections("generate.sql")
     prelude = sql.SQL(parts["prelude"]).format(seed=sql.Literal(seed), users=sql.Literal(users))
     timings: dict[str, float] = {}
 
@@ -235,10 +223,11 @@ class _Workers:
             pg.close()
 
 
-def remember_schema(home, schema: str) -> None:
-    """On the embedded server, later commands use the generated schema as the legacy schema (like fixtures)."""
-    from orchestrator.config import external_server_configured
-    from orchestrator.embedded import ProjectServer
-
-    if not external_server_configured():
-        ProjectServer(home).remember_legacy_schema(schema)
+def generate_as_legacy(
+    settings: Settings, conn: ConnInfo, schema: str, users: int, seed: int, *, workers: int | None, feedback: Feedback
+) -> GenerateResult:
+    """`orchestrator generate`: the dataset, then (on the embedded server) ``schema`` remembered as the
+    legacy schema of later commands, like `fixtures load` does."""
+    result = generate(conn, schema, users, seed, workers=workers, progress=feedback.note)
+    db.remember_legacy_schema(settings, schema)
+    return result

@@ -104,6 +104,20 @@ def table_pairs(pg: psycopg.Connection, dry_schema: str, live_schema: str) -> li
     return pairs
 
 
+def live_only_pairs(pg: psycopg.Connection, dry_schema: str, live_schema: str) -> list[TablePair]:
+    """Pairs for restoring, which needs only the live columns (the dry run may be gone)."""
+    return [
+        TablePair(
+            dry_schema,
+            dry_table,
+            live_schema,
+            live_table,
+            tuple(Column(name, name, live_type) for name, live_type in _columns(pg, live_schema, live_table)),
+        )
+        for dry_table, live_table in LIVE_TABLES.items()
+    ]
+
+
 def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
     """Run Prisma's migration.sql as-is: unqualified names resolve in the live schema, then the legacy
     one (where "User" and the enum live when the live schema differs)."""

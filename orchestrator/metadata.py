@@ -1,9 +1,11 @@
-"""The metadata schema: dry-run records and the promote/rollback audit (spec §8, §9)."""
+"""The metadata schema: dry-run records, the promote/rollback audit and the users of a partial promote
+(spec §8, §9). Every statement that reads or writes these tables is here."""
 
 from __future__ import annotations
 
 import getpass
 import uuid
+from decimal import Decimal
 
 import psycopg
 from psycopg import sql
@@ -12,7 +14,7 @@ from psycopg.types.json import Jsonb
 from orchestrator import db
 
 # Bump when metadata.sql changes: the schema's comment records the version its tables are at.
-METADATA_VERSION = "orchestrator metadata 4"
+METADATA_VERSION = "orchestrator metadata 5"
 
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
@@ -55,15 +57,22 @@ def _table(meta_schema: str, name: str) -> sql.Identifier:
 
 
 def start_dry_run(
-    pg, meta_schema: str, *, legacy_schema: str, dry_run_schema: str, scope: str, fingerprint: dict
+    pg,
+    meta_schema: str,
+    *,
+    legacy_schema: str,
+    dry_run_schema: str,
+    scope: str,
+    fingerprint: dict,
+    max_conflict_rate: Decimal,
 ) -> str:
     dry_run_id = new_id()
     pg.execute(
         sql.SQL(
-            "insert into {} (dry_run_id, status, scope, legacy_schema, dry_run_schema, fingerprint_before)"
-            " values (%s, 'started', %s, %s, %s, %s)"
+            "insert into {} (dry_run_id, status, scope, legacy_schema, dry_run_schema, fingerprint_before,"
+            " max_conflict_rate) values (%s, 'started', %s, %s, %s, %s, %s)"
         ).format(_table(meta_schema, "dry_runs")),
-        [dry_run_id, scope, legacy_schema, dry_run_schema, Jsonb(fingerprint)],
+        [dry_run_id, scope, legacy_schema, dry_run_schema, Jsonb(fingerprint), max_conflict_rate],
     )
     return dry_run_id
 
@@ -138,13 +147,14 @@ def record_run(
     gates: dict | None = None,
     message: str | None = None,
     run_id: str | None = None,
+    max_conflict_rate: Decimal | None = None,
 ) -> str:
     run_id = run_id or new_id()
     pg.execute(
         sql.SQL(
             "insert into {} (run_id, command, status, os_user, dry_run_id, dbt_invocation_id, live_schema,"
-            " scope, scope_users, gates, message, finished_at)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " scope, scope_users, gates, message, max_conflict_rate, finished_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
             " case when %s = 'started' then null else clock_timestamp() end)"
         ).format(_table(meta_schema, "runs")),
         [
@@ -159,6 +169,7 @@ def record_run(
             scope_users,
             Jsonb(gates) if gates is not None else None,
             message,
+            max_conflict_rate,
             status,
         ],
     )
@@ -206,8 +217,109 @@ def runs(pg, meta_schema: str, limit: int = 50) -> list[dict]:
         sql.SQL(
             "select run_id, command, status, started_at, finished_at, os_user, db_user, dry_run_id,"
             " dbt_invocation_id, live_schema, scope, scope_users, created_tables, gates, counts, message,"
-            " rolled_back_by, undoes_run_id from {} order by started_at desc limit %s"
+            " rolled_back_by, undoes_run_id, max_conflict_rate from {} order by started_at desc limit %s"
         ).format(_table(meta_schema, "runs")),
         [limit],
     )
     return [dict(zip([c.name for c in cur.description], row, strict=True)) for row in cur.fetchall()]
+
+
+def last_promote_of(pg, meta_schema: str, dry_run_id: str) -> dict | None:
+    """The newest committed promote of dry run ``dry_run_id`` that is not rolled back, if any."""
+    if not db.table_exists(pg, meta_schema, "runs"):
+        return None
+    cur = pg.execute(
+        sql.SQL(
+            "select * from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
+            " and dry_run_id = %s order by started_at desc limit 1"
+        ).format(_table(meta_schema, "runs")),
+        [dry_run_id],
+    )
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def live_promotes(pg, meta_schema: str) -> list[str]:
+    """Committed promotes not rolled back yet, oldest first: what `rollback --drop` undoes."""
+    rows = pg.execute(
+        sql.SQL(
+            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
+            " order by started_at"
+        ).format(_table(meta_schema, "runs"))
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def mark_rolled_back(pg, meta_schema: str, rollback_id: str, promote_ids: list[str]) -> None:
+    pg.execute(
+        sql.SQL("update {} set rolled_back_by = %s where run_id = any(%s)").format(_table(meta_schema, "runs")),
+        [rollback_id, promote_ids],
+    )
+
+
+def promotes_older_than(pg, meta_schema: str, keep: int) -> list[str]:
+    """Committed promotes not rolled back, but for the ``keep`` most recent: whose backups cleanup removes."""
+    rows = pg.execute(
+        sql.SQL(
+            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
+            " order by started_at desc offset %s"
+        ).format(_table(meta_schema, "runs")),
+        [keep],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def mark_backups_removed(pg, meta_schema: str, promote_ids: list[str]) -> None:
+    pg.execute(
+        sql.SQL(
+            "update {} set message = coalesce(message || '; ', '') || 'backup removed by cleanup',"
+            " rolled_back_by = 'not possible: backup removed' where run_id = any(%s)"
+        ).format(_table(meta_schema, "runs")),
+        [promote_ids],
+    )
+
+
+# -- the users of a partial promote ------------------------------------------------------------------
+
+SCOPE_TABLE = "user_scope"  # read by the dbt rebuild too (the source migration_meta.user_scope)
+
+
+def scope_table(meta_schema: str) -> sql.Identifier:
+    return _table(meta_schema, SCOPE_TABLE)
+
+
+def write_user_scope(pg, meta_schema: str, users: list[str]) -> sql.Identifier:
+    """The users of a partial promote, in the metadata table the dbt rebuild reads (under the promote lock)."""
+    table = scope_table(meta_schema)
+    with pg.transaction():
+        pg.execute(sql.SQL("create table if not exists {} (user_id text primary key)").format(table))
+        pg.execute(sql.SQL("truncate {}").format(table))
+        with pg.cursor().copy(sql.SQL("copy {} (user_id) from stdin").format(table)) as copy:
+            for user_id in dict.fromkeys(users):
+                copy.write_row([user_id])
+        # with its real row count, the planner reaches the users' rows through the live tables' and the
+        # snapshot's user indexes instead of scanning them (it assumed ~1,400 users in a fresh table)
+        pg.execute(sql.SQL("analyze {}").format(table))
+    return table
+
+
+def unknown_scope_users(pg, meta_schema: str, legacy_schema: str, limit: int = 5) -> list[str]:
+    """Ids in the scope table that are not legacy users (matched byte for byte), in order."""
+    rows = pg.execute(
+        sql.SQL(
+            "select s.user_id from {} as s where not exists (select from {} as u where u.{} = s.user_id)"
+            " order by s.user_id limit %s"
+        ).format(scope_table(meta_schema), sql.Identifier(legacy_schema, "User"), sql.Identifier("id")),
+        [limit],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def record_scope_users(pg, meta_schema: str, run_id: str) -> None:
+    """Keep the users of partial promote ``run_id`` with its audit row."""
+    pg.execute(
+        sql.SQL("insert into {} (run_id, user_id) select %s, user_id from {}").format(
+            _table(meta_schema, "run_scope_users"), scope_table(meta_schema)
+        ),
+        [run_id],
+    )

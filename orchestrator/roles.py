@@ -11,8 +11,7 @@ import dataclasses
 from psycopg import sql
 
 from orchestrator import db
-from orchestrator.config import Settings, validate_identifier
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo, Settings, validate_identifier
 from orchestrator.errors import OrchestratorError
 
 ROLE_SQL = "migration_role.sql"
@@ -28,13 +27,11 @@ class GrantResult:
 
 def role_sql(settings: Settings, role: str, database: str) -> sql.Composed:
     """migration_role.sql with its placeholders bound (identifiers quoted, names as literals)."""
-    from orchestrator.pipeline import partial_schema
-
     schemas = {
         "legacy": settings.legacy_schema,
         "live": settings.live_schema,
         "dry_run": settings.dry_run_schema,
-        "dry_run_users": partial_schema(settings),
+        "dry_run_users": settings.partial_schema,
         "meta": settings.meta_schema,
     }
     names = {

@@ -22,6 +22,8 @@ create table if not exists dry_runs (
 );
 
 alter table dry_runs add column if not exists dry_run_tables jsonb;  -- metadata made before it existed
+-- the conflict-rate threshold the summary's check used (the dbt var max_conflict_rate)
+alter table dry_runs add column if not exists max_conflict_rate numeric;
 
 create table if not exists runs (
     run_id             text primary key,
@@ -43,6 +45,8 @@ create table if not exists runs (
     rolled_back_by     text,                                  -- for a promote: the rollback that undid it
     undoes_run_id      text                                   -- for a rollback: the promote it undid
 );
+-- the conflict-rate threshold a promote's gate used
+alter table runs add column if not exists max_conflict_rate numeric;
 
 create table if not exists run_scope_users (
     run_id  text not null,

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from orchestrator.config import Settings, external_conninfo, external_server_configured
-from orchestrator.embedded import SUPERUSER, Cluster, ConnInfo, free_port, wait_until_accepting, wheel_bin_dir
+from orchestrator.config import ConnInfo, Settings, external_conninfo, external_server_configured
+from orchestrator.embedded import SUPERUSER, Cluster, free_port, wait_until_accepting, wheel_bin_dir
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FIXTURES_SCHEMA = "legacy_fixtures"

@@ -15,10 +15,9 @@ import psycopg
 import pytest
 import spec_model
 from psycopg import sql
-from rich.console import Console
 from spec_model import SQL_NULL
 
-from orchestrator import pipeline
+from orchestrator import dry_run
 
 GENERATED_SCHEMA = "legacy_generated"
 SEEDS = [(101, 300, 1), (202, 250, 1), (303, 200, 1), (404, 300, 3)]  # (seed, users, --batches)
@@ -322,7 +321,7 @@ def test_dry_run_matches_the_model(seed, n_users, batches, database, settings):
         pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.dry_run_schema)))
         pg.commit()  # no stale table from an earlier seed can pass for this one
 
-    pipeline.dry_run(generated_settings, database, Console(quiet=True), batches=batches)
+    dry_run.dry_run(generated_settings, database, batches=batches)
 
     expected = model_of(rows)
     problems = []

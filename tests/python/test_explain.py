@@ -8,14 +8,11 @@ import json
 import legacy_generator
 import psycopg
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import fixtures, pipeline
+from orchestrator import dry_run, fixtures
 from orchestrator import promote as promoting
 from orchestrator.cli import app
-
-QUIET = Console(quiet=True)
 
 
 def reconciliation_problems(conn, dry_run_schema: str) -> dict[str, int]:
@@ -72,7 +69,7 @@ def reconciliation_problems(conn, dry_run_schema: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def built(settings, database):
     fixtures.load(settings, database, "legacy_fixtures")
-    pipeline.dry_run(settings, database, QUIET)
+    dry_run.dry_run(settings, database)
     return settings, database
 
 
@@ -86,7 +83,7 @@ def test_provenance_reconciles_on_generated_drift_data(settings, database):
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         legacy_generator.load(pg, "legacy_provenance", legacy_generator.generate(seed=7, n_users=250))
     generated = dataclasses.replace(settings, legacy_schema="legacy_provenance", dry_run_schema="provenance_dry_run")
-    pipeline.dry_run(generated, database, QUIET)
+    dry_run.dry_run(generated, database)
     problems = reconciliation_problems(database, generated.dry_run_schema)
     assert problems == dict.fromkeys(problems, 0)
     with psycopg.connect(**database.kwargs()) as pg:

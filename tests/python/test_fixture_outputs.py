@@ -16,9 +16,8 @@ from functools import partial
 import psycopg
 import pytest
 from psycopg.types.json import set_json_loads
-from rich.console import Console
 
-from orchestrator import fixtures, pipeline
+from orchestrator import dry_run, fixtures
 
 
 def ts(month: int, hour: int) -> dt.datetime:
@@ -39,7 +38,7 @@ ALL_PROFILE = ["coreValues", "beliefs", "interactionStyle", "lifestyle", "constr
 @pytest.fixture(scope="module")
 def built(settings, database):
     fixtures.load(settings, database, "legacy_fixtures")
-    pipeline.dry_run(settings, database, Console(quiet=True))
+    dry_run.dry_run(settings, database)
     with psycopg.connect(**database.kwargs()) as pg:
         set_json_loads(partial(json.loads, parse_float=Decimal), pg)
 

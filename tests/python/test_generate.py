@@ -14,16 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator import batches as user_batches
-from orchestrator import db, fingerprint, fixtures, pipeline
+from orchestrator import db, dry_run, fingerprint, fixtures
 from orchestrator import generate as generating
 from orchestrator.cli import app
 from orchestrator.errors import OrchestratorError
 
-QUIET = Console(quiet=True)
 USERS = 2000
 SEED = 3  # a seed whose 2,000 users stay under the default 5% conflict-rate test
 
@@ -248,7 +246,7 @@ def test_writes_into_an_empty_schema_and_the_cli_reports_each_phase(database, cl
 def test_the_dry_run_builds_on_generated_data_with_every_test_passing(settings, generated):
     conn, _ = generated
     settings = dataclasses.replace(settings, legacy_schema="gen_a", live_schema="gen_a")
-    outcome = pipeline.dry_run(settings, conn, QUIET)
+    outcome = dry_run.dry_run(settings, conn)
     statuses = {node.unique_id: node.status for node in outcome.dbt.nodes}
     assert {status for status in statuses.values()} <= {"success", "pass", "no-op"}, {
         uid: status for uid, status in statuses.items() if status not in ("success", "pass", "no-op")
@@ -291,12 +289,12 @@ def batch_relations(conn, schema: str) -> dict[str, str]:
 def test_batches_give_the_same_rows_and_leave_nothing_behind(settings, generated):
     conn, _ = generated
     settings = dataclasses.replace(settings, legacy_schema="gen_a", live_schema="gen_a")
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     unbatched = dry_run_contents(conn, settings.dry_run_schema)
     assert batch_relations(conn, settings.dry_run_schema) == {}
     assert unbatched["profile"][0] == USERS and unbatched["int_profile_keys_classified"][0] > 0
 
-    outcome = pipeline.dry_run(settings, conn, QUIET, batches=3)
+    outcome = dry_run.dry_run(settings, conn, batches=3)
     assert outcome.record["status"] == "built"
     assert {node.status for node in outcome.dbt.nodes} <= {"success", "pass", "no-op"}
     assert dry_run_contents(conn, settings.dry_run_schema) == unbatched
@@ -320,18 +318,17 @@ def test_batches_give_the_same_rows_and_leave_nothing_behind(settings, generated
     assert kind == "v" and min(sizes) > 0 and sum(sizes) == unbatched["int_scored_rows"][0]
 
     # back to one batch: the batch tables are gone, the rows unchanged
-    pipeline.dry_run(settings, conn, QUIET, batches=2)
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn, batches=2)
+    dry_run.dry_run(settings, conn)
     assert batch_relations(conn, settings.dry_run_schema) == {}
     assert dry_run_contents(conn, settings.dry_run_schema) == unbatched
 
 
-def test_batches_are_refused_for_a_partial_rebuild_and_out_of_range(settings, generated, cli_env):
+def test_batches_out_of_range_are_refused(settings, generated, cli_env):
+    # (a partial rebuild, dry_run.rebuild_users, takes no batch count at all)
     conn, _ = generated
-    with pytest.raises(OrchestratorError, match="not batched"):
-        pipeline.dry_run(settings, conn, QUIET, scope_table=sql.Identifier("x"), batches=2)
     with pytest.raises(OrchestratorError, match="between 1 and 64"):
-        pipeline.dry_run(settings, conn, QUIET, batches=65)
+        dry_run.dry_run(settings, conn, batches=65)
     result = CliRunner().invoke(app, ["dry-run", "--batches", "0"], env=cli_env)
     assert result.exit_code == 2 and "--batches" in result.output
 

@@ -30,17 +30,16 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import faults, fixtures, pipeline, roles
+from orchestrator import dry_run, faults, fixtures, locks, roles, verify
 from orchestrator import promote as promoting
+from orchestrator import reports as reporting
 from orchestrator.cli import app
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo
 from orchestrator.errors import CheckFailed, OrchestratorError
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-QUIET = Console(quiet=True)
 LEGACY = "legacy_fixtures"
 EVERYTHING = Decimal(1)
 LIVE_TABLES = ("UserProfile", "ContextIntent")
@@ -103,7 +102,7 @@ def lock_holders(conn: ConnInfo) -> int:
     return query(
         conn,
         "select count(*) from pg_locks where locktype = 'advisory' and (classid::bigint << 32 | objid::bigint) = %s",
-        [promoting.LOCK_KEY],
+        [locks.LOCK_KEY],
     )[0][0]
 
 
@@ -265,13 +264,13 @@ def stage(settings, database, state_home):
     execute(database, sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.meta_schema)))
     execute(database, sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.dry_run_schema)))
     fixtures.load(settings, database, LEGACY)
-    pipeline.dry_run(settings, database, QUIET)
+    dry_run.dry_run(settings, database)
     first = Stage(settings, database, {}, {}, {}, {})
     first.promote()  # creates the live tables: the old state
     old = first.live()
     for statement in NEW_STATE_CHANGES:
         execute(database, statement)
-    pipeline.dry_run(settings, database, QUIET)
+    dry_run.dry_run(settings, database)
     result = first.promote()
     assert all(result.plan[t]["inserted"] and result.plan[t]["deleted"] for t in ("ContextIntent",))
     assert result.plan["UserProfile"]["updated"] == 3
@@ -511,7 +510,7 @@ def test_a_dry_run_rebuilt_while_promote_writes_waits_and_cannot_corrupt_it(stag
                 "the dry run to wait on the promote's lock",
             )
             try:
-                pipeline.dry_run(stage.settings, stage.conn, QUIET)
+                dry_run.dry_run(stage.settings, stage.conn)
             except OrchestratorError as exc:
                 outcome["third"] = str(exc)
         finally:
@@ -521,7 +520,7 @@ def test_a_dry_run_rebuilt_while_promote_writes_waits_and_cannot_corrupt_it(stag
         helper = threading.Thread(target=meanwhile)
         helper.start()
         try:
-            outcome["record"] = pipeline.dry_run(stage.settings, stage.conn, QUIET).record  # waits for the commit
+            outcome["record"] = dry_run.dry_run(stage.settings, stage.conn).record  # waits for the commit
         finally:
             helper.join(timeout=120)
 
@@ -887,7 +886,7 @@ def hostile(settings, database):
         meta_schema="hostile_meta",
     )
     load_hostile(database)
-    pipeline.dry_run(hostile_settings, database, QUIET)  # raises if any dbt test fails
+    dry_run.dry_run(hostile_settings, database)  # raises if any dbt test fails
     return hostile_settings
 
 
@@ -968,7 +967,7 @@ def test_hostile_values_land_verbatim_in_the_profiles(hostile, database):
 
 
 def test_hostile_report_round_trips(hostile, database, tmp_path):
-    (path,) = [p for p in pipeline.report(hostile, database, "csv", tmp_path) if p.name.startswith("migration_unm")]
+    (path,) = [p for p in reporting.write(hostile, database, "csv", tmp_path) if p.name.startswith("migration_unm")]
     csv.field_size_limit(4 << 20)  # Python's csv reader refuses fields over 128 KiB by default
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -980,7 +979,7 @@ def test_hostile_report_round_trips(hostile, database, tmp_path):
 def test_hostile_data_promotes_and_verifies(hostile, database, cli_env, tmp_path):
     result = promoting.promote(hostile, database, max_conflict_rate=EVERYTHING, users=None, confirm=no_prompt)
     assert result.plan["UserProfile"]["inserted"] == len(HOSTILE_USERS)
-    assert [c["check"] for c in pipeline.verify(hostile, database) if not c["passed"]] == []
+    assert [c["check"] for c in verify.verify(hostile, database) if not c["passed"]] == []
     with psycopg.connect(**database.kwargs()) as pg:
         assert pg.execute(
             sql.SQL('select location from {} where "userId" = %s').format(sql.Identifier(HOSTILE, "UserProfile")),

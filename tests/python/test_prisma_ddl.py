@@ -28,7 +28,7 @@ import pytest
 from prisma_introspect import LIVE_TABLES, describe_live_tables
 from psycopg import sql
 
-from orchestrator.embedded import ConnInfo
+from orchestrator.config import ConnInfo
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PRISMA_DIR = PROJECT_DIR / "prisma"
@@ -302,14 +302,13 @@ def test_docs_model_snippet_is_the_after_schema():
 def test_promoted_live_tables_are_prismas_tables(conn, database, settings, prisma_sql):
     """After `promote`, the live tables are what Prisma's own migration builds on the legacy schema,
     and the legacy tables' structure is unchanged (only the foreign keys' triggers are added)."""
-    from rich.console import Console
 
-    from orchestrator import fixtures, pipeline
+    from orchestrator import dry_run, fixtures
     from orchestrator import promote as promoting
 
     fixtures.load(settings, database, "legacy_fixtures")
     legacy_before = describe_live_tables(conn, "legacy_fixtures", tables=LEGACY_TABLES)
-    pipeline.dry_run(settings, database, Console(quiet=True))
+    dry_run.dry_run(settings, database)
     promoting.promote(settings, database, max_conflict_rate=1, users=None, confirm=lambda plan: None)
 
     build_schema(conn, "prisma_reference", LEGACY_FILE.read_text(), prisma_script(prisma_sql("migration")))

@@ -11,15 +11,13 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import fixtures, pipeline
+from orchestrator import dry_run, fixtures, locks, metadata, reports, verify
 from orchestrator import promote as promoting
 from orchestrator.cli import app
 from orchestrator.errors import CheckFailed
 
-QUIET = Console(quiet=True)
 LEGACY = "legacy_fixtures"
 EVERYTHING = Decimal(1)
 
@@ -68,7 +66,7 @@ def fresh(settings, database):
     execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
     execute(database, f'drop schema if exists "{settings.dry_run_schema}" cascade')
     fixtures.load(settings, database, LEGACY)
-    pipeline.dry_run(settings, database, QUIET)
+    dry_run.dry_run(settings, database)
     return settings, database
 
 
@@ -76,14 +74,6 @@ def promote(settings, conn, **kwargs):
     kwargs.setdefault("max_conflict_rate", EVERYTHING)
     kwargs.setdefault("users", None)
     return promoting.promote(settings, conn, confirm=no_prompt, **kwargs)
-
-
-def rebuild_for(settings, conn):
-    def rebuild(pg):
-        scope = psycopg.sql.Identifier(settings.meta_schema, promoting.SCOPE_TABLE)
-        return pipeline.dry_run(settings, conn, QUIET, scope_table=scope, pg=pg).record
-
-    return rebuild
 
 
 def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
@@ -123,7 +113,7 @@ def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
             " ('migration_meta', 'live_snapshot')) group by c.relname"
         ).fetchall()
         assert len(analysed) == 3 and all(columns > 0 for _, columns in analysed), analysed
-    checks = pipeline.verify(settings, conn)
+    checks = verify.verify(settings, conn)
     assert [c["check"] for c in checks if not c["passed"]] == []
     assert len(checks) == 10
     assert legacy_dump(conn) == legacy_before  # legacy tables byte for byte
@@ -150,7 +140,7 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     # a full promote now refuses: the legacy data changed since the dry run
     with pytest.raises(CheckFailed, match="legacy data unchanged since the dry run"):
         promote(settings, conn)
-    result = promote(settings, conn, users=["u02"], rebuild_scope=rebuild_for(settings, conn))
+    result = promote(settings, conn, users=["u02"])
     assert result.plan["UserProfile"] == {"inserted": 0, "updated": 1, "deleted": 0, "unchanged": 0}
     after = live_dump(conn)
     changed = set(after["UserProfile"]) ^ set(before["UserProfile"])
@@ -172,7 +162,9 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     # the partial rebuild kept its own dbt state: the full dry run's run results are still the full one's
     full = json.loads((settings.home / "target" / "dry_run" / "run_results.json").read_text())
     partial = json.loads((settings.home / "partial" / "target" / "dry_run" / "run_results.json").read_text())
-    assert full["args"].get("vars", {}) in ({}, None) and partial["args"]["vars"] == {"user_scope": True}
+    assert full["args"].get("vars", {}) in ({}, None)
+    # the rebuild's summary checks the conflict rate at the threshold this promote uses (1: everything)
+    assert partial["args"]["vars"] == {"user_scope": True, "max_conflict_rate": 1.0}
 
 
 def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_models_passed_them(fresh, tmp_path):
@@ -180,8 +172,11 @@ def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_mode
 
     def partial_rebuild(settings):
         with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
-            scope = promoting.fill_scope_table(pg, settings.meta_schema, ["u02"])
-            return pipeline.dry_run(settings, conn, QUIET, scope_table=scope, pg=pg)
+            metadata.write_user_scope(pg, settings.meta_schema, ["u02"])
+            outcome = dry_run.rebuild_users(settings, conn, pg)
+        if outcome.record["status"] != "built":
+            raise CheckFailed(outcome.dbt.describe_failure())
+        return outcome
 
     def unit_tests(outcome):
         return [node.status for node in outcome.dbt.nodes if node.resource_type == "unit_test"]
@@ -207,7 +202,7 @@ def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_mode
 def test_partial_promote_refuses_unknown_users(fresh):
     settings, conn = fresh
     with pytest.raises(CheckFailed, match=r"not legacy users: 'U02', 'ghost'"):
-        promote(settings, conn, users=["u02", "ghost", "U02"], rebuild_scope=rebuild_for(settings, conn))
+        promote(settings, conn, users=["u02", "ghost", "U02"])
 
 
 def test_gate_conflict_rate_above_threshold(fresh):
@@ -238,7 +233,7 @@ def test_gate_failing_dbt_test(fresh):
     execute(conn, 'alter table legacy_fixtures."User" drop constraint "User_pkey"')
     execute(conn, """insert into legacy_fixtures."User" (id, name, "updatedAt") values ('u02', 'twin', now())""")
     with pytest.raises(CheckFailed, match="stg_legacy__users"):
-        pipeline.dry_run(settings, conn, QUIET)
+        dry_run.dry_run(settings, conn)
     with pytest.raises(CheckFailed, match="gate 'dry run complete, every error-severity dbt test passed' failed"):
         promote(settings, conn)
 
@@ -259,15 +254,12 @@ def test_gate_unreconciled_key_accounting(fresh):
 
 def key_accounting_test(settings, conn, rebuild: str | None = None):
     """Rebuild ``rebuild`` (a model) if given, then run the key accounting dbt test on the dry run."""
-    from orchestrator.dbt import run_dbt
+    from orchestrator.dbt import DbtProject
 
-    env = pipeline.dry_run_env(settings, settings.dry_run_schema)
+    run = DbtProject(settings, conn).full()
     if rebuild is not None:
-        rebuilt = run_dbt(settings.project_dir, conn, ["run", "--select", rebuild], env=env, state_dir=settings.home)
-        assert rebuilt.success
-    result = run_dbt(
-        settings.project_dir, conn, ["test", "--select", "key_accounting_reconciles"], env=env, state_dir=settings.home
-    )
+        assert run.invoke(["run", "--select", rebuild]).success
+    result = run.invoke(["test", "--select", "key_accounting_reconciles"])
     return [(node.status, node.failures) for node in result.nodes]
 
 
@@ -282,7 +274,7 @@ def test_key_accounting_test_fails_on_a_lost_key_or_log_row(fresh):
         " where is_mapped order by 1, 2 limit 1)",
     )
     assert key_accounting_test(settings, conn, rebuild="int_legacy_profile_key_counts") == [("fail", 1)]
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     # an unmapped key missing from the log, and a non-object blob logged twice
     execute(
         conn,
@@ -310,7 +302,7 @@ def test_rollback_restores_the_state_before_the_last_promote(fresh):
     promote(settings, conn)
     first = live_dump(conn)
     execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Lisbon"}' where id = 'p02r'""")
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     promote(settings, conn)
     assert live_dump(conn) != first
     result = promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
@@ -374,15 +366,15 @@ def test_a_run_that_died_is_reported_by_the_next(fresh):
 def test_concurrent_promote_is_refused_clearly(fresh):
     settings, conn = fresh
     with psycopg.connect(**conn.kwargs(), autocommit=True) as holder:
-        holder.execute("select pg_advisory_lock(%s)", [promoting.LOCK_KEY])
+        holder.execute("select pg_advisory_lock(%s)", [locks.LOCK_KEY])
         with pytest.raises(Exception, match="another promote or rollback is running"):
             promote(settings, conn)
 
 
 def test_report_files_are_private_and_stable(fresh, tmp_path):
     settings, conn = fresh
-    first = pipeline.report(settings, conn, "csv", tmp_path / "a")
-    second = pipeline.report(settings, conn, "csv", tmp_path / "b")
+    first = reports.write(settings, conn, "csv", tmp_path / "a")
+    second = reports.write(settings, conn, "csv", tmp_path / "b")
     assert [p.name for p in first] == [
         "migration_summary.csv",
         "migration_conflicts.csv",
@@ -395,7 +387,7 @@ def test_report_files_are_private_and_stable(fresh, tmp_path):
     assert conflicts[0] == "user_id,context_type,field,values,chosen"
     assert conflicts[1] == 'u04,,beliefs.religion,"[""atheist"", ""catholic""]","""atheist"""'
     for fmt in ("json", "md"):
-        for path in pipeline.report(settings, conn, fmt, tmp_path / fmt):
+        for path in reports.write(settings, conn, fmt, tmp_path / fmt):
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
@@ -430,7 +422,7 @@ def test_cli_gate_refusal_exits_1_and_names_the_gate(cli):
 
 
 def test_cli_answering_no_changes_nothing(cli, monkeypatch, fresh):
-    monkeypatch.setattr("orchestrator.cli._interactive", lambda: True)
+    monkeypatch.setattr("orchestrator.console.interactive", lambda: True)
     result = invoke(["promote", "--max-conflict-rate", "0.5"], cli, input="n\n")
     assert result.exit_code == 1, result.output
     assert "insert" in result.output  # the plan was shown before asking
@@ -462,7 +454,7 @@ def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
     settings, conn = fresh
     promote(settings, conn)
     fixtures.load(settings, conn, LEGACY)  # drops and recreates the schema, live tables and enum included
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     promote(settings, conn)
     before_change = live_dump(conn)
     execute(
@@ -470,7 +462,7 @@ def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
         """update legacy_fixtures."Profile" set data = data || '{"friendshipDepth": "best_friend"}'
                      where id = 'p03f'""",
     )
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     promote(settings, conn)
     assert live_dump(conn) != before_change
     promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
@@ -481,7 +473,7 @@ def test_promote_fails_clearly_when_the_app_holds_a_live_table(fresh):
     settings, conn = fresh
     promote(settings, conn)
     execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Rome"}' where id = 'p02r'""")
-    pipeline.dry_run(settings, conn, QUIET)
+    dry_run.dry_run(settings, conn)
     before = live_dump(conn)
     with psycopg.connect(**conn.kwargs()) as app_session:
         app_session.execute('lock table legacy_fixtures."UserProfile" in access exclusive mode')

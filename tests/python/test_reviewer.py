@@ -25,15 +25,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import typer.main
-from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import fixtures, reviewer
+from orchestrator import docs_site as docs_siting
+from orchestrator import fixtures, reports
 from orchestrator.cli import app
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LEGACY = "legacy_fixtures"
-QUIET = Console(quiet=True)
 SCREENSHOTS = PROJECT_DIR / "docs" / "images"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -263,11 +262,11 @@ def test_docs_site_renders_every_node_in_chromium(docs_site, tmp_path):
 
 def test_docs_server_serves_the_site(docs_site):
     directory = Path(docs_site["index"]).parent
-    server = reviewer.docs_server(directory, 0)
-    thread = threading.Thread(target=reviewer.serve, args=(server, QUIET), daemon=True)
+    server = docs_siting.server(directory, 0)
+    thread = threading.Thread(target=docs_siting.serve, args=(server,), daemon=True)
     thread.start()
     try:
-        url = reviewer.server_url(server)
+        url = docs_siting.url(server)
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own local server)
             assert response.status == 200 and b"dbt" in response.read()
@@ -275,7 +274,7 @@ def test_docs_server_serves_the_site(docs_site):
         server.shutdown()
         thread.join(timeout=10)
     with pytest.raises(Exception, match="no docs site"):
-        reviewer.docs_server(directory / "nowhere", 0)
+        docs_siting.server(directory / "nowhere", 0)
 
 
 # -- the HTML report ------------------------------------------------------------------------------------------
@@ -368,7 +367,7 @@ def test_html_report_escapes_hostile_data(settings, database, cli, tmp_path):
             " values (%s, null, %s, jsonb_build_array(%s::text, 'b'), to_jsonb(%s::text))",
             ["u</td><td>", HOSTILE_KEY, HOSTILE_VALUE, HOSTILE_VALUE],
         )
-    [path] = reviewer.html_report(hostile, database, tmp_path / "out")
+    [path] = reports.write(hostile, database, "html", tmp_path / "out")
     page = path.read_text()
     assert HOSTILE_KEY not in page and HOSTILE_VALUE not in page and "<img" not in page and "<b>" not in page
     assert html.escape(HOSTILE_KEY, quote=True) in page

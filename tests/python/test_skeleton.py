@@ -7,10 +7,9 @@ import socket
 
 import psycopg
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import fixtures, pipeline
+from orchestrator import dry_run, fixtures
 from orchestrator.cli import app
 from orchestrator.embedded import ProjectServer
 
@@ -127,7 +126,7 @@ def test_bad_schema_name_is_rejected(cli_env):
 def test_missing_legacy_tables(settings, database):
     empty = settings.__class__(**{**settings.__dict__, "legacy_schema": "no_such_schema"})
     with pytest.raises(Exception, match="has no table 'User', 'ContextProfile', 'Profile', 'ChatMessage'"):
-        pipeline.dry_run(empty, database, Console(quiet=True))
+        dry_run.dry_run(empty, database)
 
 
 def test_missing_legacy_tables_via_cli(cli_env):

@@ -1,0 +1,358 @@
+"""All terminal output: messages, tables, progress bars, prompts and JSON on stdout.
+
+It renders what the core returns (plain dicts and dataclasses, read by attribute) and implements the
+core's ``Feedback`` for long work; it imports no core module. Results go to stdout (``out``);
+progress, messages and errors to stderr (``err``) when a command prints JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import re
+import secrets
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.errors import Aborted, OrchestratorError
+from orchestrator.feedback import Advance
+from orchestrator.formats import percent, plural, summary_value
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class TerminalFeedback:
+    """The core's Feedback on a console: lines as plain text, dbt progress as a bar (on a terminal only)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False)
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int | None) -> Iterator[Advance]:
+        columns = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[node]}"),
+            TimeElapsedColumn(),
+        ]
+        with Progress(*columns, console=self.console, transient=True, disable=not self.console.is_terminal) as bar:
+            task = bar.add_task(label, total=total, node="")
+
+            def advance(unique_id: str, status: str) -> None:
+                bar.update(task, advance=1, node=unique_id.split(".")[-1])
+
+            yield advance
+
+
+def feedback(json_output: bool) -> TerminalFeedback:
+    """Where a command's progress goes: stderr when stdout carries its JSON."""
+    return TerminalFeedback(err if json_output else out)
+
+
+def error(message: str) -> None:
+    err.print(f"Error: {message}", markup=False)
+
+
+# -- JSON ---------------------------------------------------------------------------------------------
+
+
+def _json_default(value):
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def print_json(value) -> None:
+    """One JSON document on stdout (plain text: no markup or emoji rendering of user data)."""
+    typer.echo(json.dumps(value, indent=2, default=_json_default))
+
+
+def to_json(value, indent: int | None = 2) -> str:
+    """JSON in which numbers keep their exact text (Decimal 1.50 is written 1.50, not 1.5)."""
+    nonce = secrets.token_hex(8)
+
+    def default(item):
+        if isinstance(item, Decimal):
+            # a placeholder no JSON string from the database can contain (jsonb rejects \u0000)
+            return f"\x00{nonce}:{item}\x00"
+        return str(item)
+
+    text = json.dumps(value, indent=indent, default=default, ensure_ascii=False)
+    return re.sub(r'"\\u0000' + nonce + r':([^"\\]+)\\u0000"', r"\1", text)
+
+
+# -- prompts ------------------------------------------------------------------------------------------
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (standard input is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def require_terminal_or_yes(yes: bool) -> None:
+    """The one rule for commands that change data: without --yes they ask, so they need a terminal."""
+    if not yes and not interactive():
+        raise OrchestratorError("this command changes data and there is no terminal to ask: use --yes")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask ``question``; "no" stops the command with nothing changed (exit 1)."""
+    if yes:
+        return
+    require_terminal_or_yes(yes)
+    if not typer.confirm(question, default=False):
+        raise Aborted("nothing was changed")
+
+
+# -- the dry run --------------------------------------------------------------------------------------
+
+
+def summary(rows: list[dict], console: Console = out, title: str = "Verification summary") -> None:
+    table = Table(title=title, show_lines=False)
+    for column in ("metric", "value", "expected", "check"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        check = {True: "pass", False: "FAIL", None: ""}[row["passed"]]
+        table.add_row(
+            row["metric"],
+            summary_value(row["metric"], row["value"]),
+            summary_value(row["metric"], row["expected"]),
+            check,
+        )
+    console.print(table)
+
+
+def dry_run(outcome, console: Console = out) -> None:
+    counts = outcome.counts()
+    console.print(
+        f"Dry run {outcome.record['dry_run_id']} built into schema {outcome.record['dry_run_schema']}:"
+        f" {counts['built']} nodes built, {counts['tests_passed']} tests passed, "
+        f"{plural(counts['warnings'], 'warning')}"
+        + (f", per-user models in {outcome.batches} batches" if outcome.batches > 1 else "")
+        + f" (dbt invocation {outcome.dbt.invocation_id}).",
+        markup=False,
+    )
+    summary(outcome.summary.rows, console)
+    failed = outcome.summary.failed_checks()
+    if failed == ["conflict_rate"]:
+        console.print(
+            f"The dry run is built and reviewable, but promote would refuse it at the current threshold: the "
+            f"conflict rate {percent(outcome.summary.value('conflict_rate'))} is above {percent(outcome.threshold)}. "
+            f"Review the conflicts (`orchestrator report`), then promote with a --max-conflict-rate you accept.",
+            markup=False,
+        )
+    elif failed:
+        console.print(
+            f"The dry run is built and reviewable, but promote would refuse it: {', '.join(failed)} failed.",
+            markup=False,
+        )
+
+
+# -- promote, rollback, verify, runs ------------------------------------------------------------------
+
+
+def plan_confirmation(yes: bool, live_schema: str, console: Console = out):
+    """promote's ``confirm``: show the changes to the live tables, then ask (unless --yes)."""
+
+    def confirm_plan(plan: dict) -> None:
+        table = Table(title=f"Changes to the live tables in schema {live_schema}")
+        for column in ("table", "insert", "update", "delete", "unchanged"):
+            table.add_column(column, justify="left" if column == "table" else "right")
+        for name, counts in plan.items():
+            table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "deleted", "unchanged")))
+        console.print(table)
+        confirm("Promote these changes?", yes)
+
+    return confirm_plan
+
+
+def rollback_confirmation(yes: bool, live_schema: str, console: Console = out):
+    def confirm_action(action: str) -> None:
+        console.print(f"Rollback will {action} in schema {live_schema}.", markup=False)
+        confirm("Roll back?", yes)
+
+    return confirm_action
+
+
+def dead_runs(runs: list[dict], console: Console = out) -> None:
+    for run in runs:
+        console.print(
+            f"Note: {run['command']} run {run['run_id']} started {run['started_at']:%Y-%m-%d %H:%M:%S} "
+            f"died before finishing; nothing of it was committed (recorded as 'died').",
+            markup=False,
+        )
+
+
+def promoted(result, live_schema: str, console: Console = out) -> None:
+    dead_runs(result.dead_runs, console)
+    scope = f"{len(result.users)} users" if result.users is not None else "all users"
+    console.print(
+        f"Promoted ({scope}) into schema {live_schema}: run {result.run_id}"
+        + (" (created the live tables)" if result.created_tables else "")
+        + ".",
+        markup=False,
+    )
+
+
+def rolled_back(result, console: Console = out) -> None:
+    dead_runs(result.dead_runs, console)
+    what = (
+        "dropped the live tables"
+        if result.dropped
+        else "restored the live tables to their state before promote "
+        f"{result.undone_run_id or ''} ("
+        + "; ".join(f'"{t}" -{c["removed"]} +{c["restored"]}' for t, c in result.counts.items())
+        + ")"
+    )
+    console.print(f"Rolled back (run {result.run_id}): {what}.", markup=False)
+    if result.legacy_unchanged:
+        console.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
+
+
+def verification(checks: list[dict], live_schema: str, console: Console = out) -> None:
+    table = Table(title=f"Verification of the live tables in schema {live_schema}")
+    for column in ("check", "value", "expected", "result"):
+        table.add_column(column)
+    for check in checks:
+        table.add_row(
+            check["check"], str(check["value"]), str(check["expected"]), "pass" if check["passed"] else "FAIL"
+        )
+    console.print(table)
+
+
+def runs(history: list[dict], console: Console = out) -> None:
+    if not history:
+        console.print("No promote or rollback has run yet.")
+        return
+    table = Table(title="Promote / rollback audit")
+    for column in ("started", "command", "status", "run", "who", "scope", "dbt invocation", "note"):
+        table.add_column(column)
+    for run in history:
+        note = run["message"] or ("rolled back" if run["rolled_back_by"] else "")
+        table.add_row(
+            f"{run['started_at']:%Y-%m-%d %H:%M:%S}",
+            run["command"],
+            run["status"],
+            run["run_id"][:12],
+            run["os_user"],
+            run["scope"] + (f" ({run['scope_users']})" if run["scope_users"] else ""),
+            run["dbt_invocation_id"] or "",
+            escape(note[:80]),
+        )
+    console.print(table)
+
+
+# -- explain ------------------------------------------------------------------------------------------
+
+
+def _text(value) -> str:
+    """User data as inert text for the terminal (rich markup escaped)."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, Decimal)):
+        value = to_json(value, indent=None)
+    return escape(str(value))
+
+
+def _json_text(value) -> str:
+    """A JSON value as JSON (so " Bo " shows its spaces and "30" differs from 30), markup escaped."""
+    return "" if value is None else escape(to_json(value, indent=None))
+
+
+OUTCOME_WORDS = {
+    "chosen": "chosen",
+    "same_as_chosen": "agreed with the chosen value",
+    "lost_conflict": "lost a conflict",
+    "partly_lost_conflict": "some sub-keys lost a conflict",
+    "merged": "merged into the array",
+    "partly_deduplicated": "merged; some elements were duplicates",
+    "deduplicated": "all elements were duplicates",
+    "absent": "empty/absent after normalisation",
+    "unmapped": "unmapped",
+}
+
+
+def explain(result: dict, console: Console = out) -> None:
+    console.print(f"User {result['user_id']!r}", style="bold", markup=False)
+    table = Table(title="Context profiles (context order)")
+    for column in ("context profile", "type", "created", "legacy profiles (in order)"):
+        table.add_column(column)
+    by_cp: dict[str, list[str]] = {}
+    for profile in result["legacy_profiles"]:
+        by_cp.setdefault(profile["context_profile_id"], []).append(
+            f"#{profile['context_order']} {profile['legacy_profile_id']} ({profile['data_type']})"
+        )
+    for cp in result["context_profiles"]:
+        table.add_row(
+            _text(cp["context_profile_id"]),
+            cp["context_type"],
+            f"{cp['created_at']}",
+            _text(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"),
+        )
+    console.print(table)
+
+    console.print("Every legacy key (original -> normalised => target: outcome):", style="bold")
+    current = None
+    for row in result["keys"]:
+        if row["legacy_profile_id"] != current:
+            current = row["legacy_profile_id"]
+            console.print(
+                f"  #{row['context_order'] or '-'} legacy Profile {_text(current)} "
+                f"(context profile {_text(row['context_profile_id'])}, {row['context_type']})"
+            )
+        target = ""
+        if row["field"]:
+            target = (
+                "Profile." if row["target"] == "profile" else f"ContextIntent[{row['target_context_type']}]."
+            ) + row["field"]
+        outcome = OUTCOME_WORDS.get(row["outcome"], row["outcome"])
+        if row["outcome"] == "unmapped":
+            outcome += f" ({row['unmapped_reason']})"
+        outcome = escape(outcome)
+        for atom in row["atom_details"] or []:
+            if atom.get("outcome") == "lost_conflict":
+                where = f"{escape(atom['sub_key'])}: " if atom.get("sub_key") else ""
+                outcome += (
+                    f"; {where}lost to {_json_text(atom['chosen_value'])} "
+                    f"from {_text(atom['chosen_from_legacy_profile_id'])}"
+                )
+        key = _text(row["legacy_key"]) if row["legacy_key"] is not None else "(the whole data)"
+        normalised = f" -> {_json_text(row['normalised_value'])}" if row["normalised_value"] is not None else ""
+        arrow = f" => {escape(target)}" if target else " =>"
+        console.print(f"    {key}: {_json_text(row['legacy_value'])}{normalised}{arrow}: {outcome}")
+    if not result["keys"]:
+        console.print("  (no legacy keys)")
+
+    for name, rows in result["dry_run"].items():
+        for row in rows:
+            title = "Profile" if name == "profile" else f"ContextIntent [{row['context_type']}]"
+            filled = {k: v for k, v in row.items() if v not in (None, [], {}) and k not in ("user_id",)}
+            console.print(
+                f"{title} (dry run): completeness {row['completeness']}, missing {row['missing']}", markup=False
+            )
+            console.print("  " + to_json(filled, indent=None), markup=False)
+    if result["live"] is None:
+        console.print("Live tables: not promoted yet.")
+    elif result["live_matches_dry_run"]:
+        console.print("Live tables: this user's rows are identical to the dry run.")
+    else:
+        console.print("Live tables: this user's rows DIFFER from the dry run (promote again, or see --json).")

@@ -1,0 +1,96 @@
+-- The HTML report's queries (orchestrator/report_html.py runs this file): every figure is aggregated
+-- by PostgreSQL from the dry-run tables; Python only lays out the (small) aggregated rows and the
+-- capped detail rows. Split into named sections ("-- name: ..."); report_html.py fills
+-- {conflicts}, {unmapped}, {profile} and {context_intent} with quoted identifiers and
+-- {conflict_order} / {unmapped_order} with the detail tables' order, and binds %(detail_rows)s.
+
+-- name: conflicts_by_field
+with numbered as (
+    select context_type, field, row_number() over (order by {conflict_order}) as row_number
+    from {conflicts}
+)
+select context_type, field, count(*) as conflicts, min(row_number) as first_row
+from numbered
+group by context_type, field
+order by conflicts desc, field collate "C", context_type collate "C" nulls first;
+
+-- name: conflicts
+select
+    row_number() over (order by {conflict_order}) as row_number,
+    user_id, context_type, field, "values"::text as "values", chosen::text as chosen
+from {conflicts}
+order by row_number
+limit %(detail_rows)s;
+
+-- name: unmapped_by_reason
+with numbered as (
+    select reason, legacy_profile_id, row_number() over (order by {unmapped_order}) as row_number
+    from {unmapped}
+)
+select reason, count(*) as keys, count(distinct legacy_profile_id) as profiles, min(row_number) as first_row
+from numbered
+group by reason
+order by keys desc, reason collate "C";
+
+-- name: unmapped_by_key
+with numbered as (
+    select key, reason, row_number() over (order by {unmapped_order}) as row_number
+    from {unmapped}
+)
+select
+    key,
+    count(*) as occurrences,
+    string_agg(distinct reason, ', ' order by reason) as reasons,
+    min(row_number) as first_row
+from numbered
+group by key
+order by occurrences desc, key collate "C" nulls first
+limit %(detail_rows)s;
+
+-- name: unmapped
+select
+    row_number() over (order by {unmapped_order}) as row_number,
+    user_id, context_type, context_profile_id, legacy_profile_id, key, value::text as value, reason
+from {unmapped}
+order by row_number
+limit %(detail_rows)s;
+
+-- name: totals
+select
+    (select count(*) from {conflicts}) as conflicts,
+    (select count(*) from {unmapped}) as unmapped,
+    (select count(distinct key) + coalesce(bool_or(key is null)::int, 0) from {unmapped}) as unmapped_keys;
+
+-- name: completeness_buckets
+with scored as (
+    select 'profile' as target, null::text as context_type, completeness from {profile}
+    union all
+    select 'context_intent' as target, context_type, completeness from {context_intent}
+)
+select
+    target,
+    context_type,
+    grouping(context_type) = 1 as all_types,
+    least(completeness / 10, 9) as bucket,
+    count(*) as row_count
+from scored
+group by grouping sets ((target, bucket), (target, context_type, bucket))
+having target = 'context_intent' or grouping(context_type) = 1;
+
+-- name: completeness_stats
+with scored as (
+    select 'profile' as target, null::text as context_type, completeness from {profile}
+    union all
+    select 'context_intent' as target, context_type, completeness from {context_intent}
+)
+select
+    target,
+    context_type,
+    grouping(context_type) = 1 as all_types,
+    count(*) as row_count,
+    round(avg(completeness), 1) as mean,
+    count(*) filter (where completeness = 100) as complete
+from scored
+group by grouping sets ((target), (target, context_type))
+having target = 'context_intent' or grouping(context_type) = 1
+order by target desc, all_types desc, context_type collate "C";

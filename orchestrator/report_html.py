@@ -1,21 +1,17 @@
 """The visual migration report, ``migration_report.html``: one file, no script, no external reference,
 charts as inline SVG (orchestrator/html_parts.py).
 
-``read`` gathers every figure, aggregated by PostgreSQL from the dry-run tables (sql/report_html.sql),
-with the gates evaluated at the threshold in force; ``render`` lays it out, one function per section.
+``render`` lays out what orchestrator/reports.py read (``reports.read_html``: every figure aggregated by
+PostgreSQL from the dry-run tables, the gates evaluated at the threshold in force), one function per
+section.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-import psycopg
-from psycopg import sql
-
-from orchestrator import db, gates, metadata
-from orchestrator.config import ConnInfo, Settings
-from orchestrator.dbt import DbtProject
-from orchestrator.errors import OrchestratorError
+from orchestrator import gates
+from orchestrator.config import Settings
 from orchestrator.formats import percent, summary_value
 from orchestrator.html_parts import (
     BUCKETS,
@@ -36,84 +32,8 @@ from orchestrator.html_parts import (
 )
 
 REPORT_FILE = "migration_report.html"
-DETAIL_ROWS = 10_000  # per detail table; the csv/json reports always hold every row
 TOP_KEYS = 30  # bars in the "unmapped by key" chart (the table below it lists every key)
-REPORT_TABLES = ("migration_summary", "migration_conflicts", "migration_unmapped_fields", "profile", "context_intent")
 SHARED = "shared (Profile)"  # how a conflict of a shared field (context type NULL) is named
-
-# The detail tables' order is also the order their "first row" anchors point into.
-CONFLICT_ORDER = 'field collate "C", context_type collate "C" nulls first, user_id collate "C"'
-UNMAPPED_ORDER = 'reason collate "C", key collate "C" nulls first, legacy_profile_id collate "C"'
-
-
-# -- reading ------------------------------------------------------------------------------------------
-
-
-def _rows(pg: psycopg.Connection, query: str, schema: str, detail_rows: int | None) -> list[dict]:
-    names = {
-        "conflicts": sql.Identifier(schema, "migration_conflicts"),
-        "unmapped": sql.Identifier(schema, "migration_unmapped_fields"),
-        "profile": sql.Identifier(schema, "profile"),
-        "context_intent": sql.Identifier(schema, "context_intent"),
-        "conflict_order": sql.SQL(CONFLICT_ORDER),
-        "unmapped_order": sql.SQL(UNMAPPED_ORDER),
-    }
-    cur = pg.execute(sql.SQL(query).format(**names), {"detail_rows": detail_rows})
-    columns = [column.name for column in cur.description]
-    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
-def read(
-    settings: Settings, conn: ConnInfo, *, max_conflict_rate: Decimal | None = None, detail_rows: int | None
-) -> dict:
-    """Every figure of the report, plus at most ``detail_rows`` detail rows each (None: all). The gates and
-    the summary's conflict-rate check are evaluated at ``max_conflict_rate``, by default the threshold in
-    force (the dry run's last promote's, else the dry run's own)."""
-    schema = settings.dry_run_schema
-    try:
-        # the gate "dry run built by the current models" needs the project's version now (a dbt parse)
-        models_now = DbtProject(settings, conn).parse().current_models_version()
-    except OrchestratorError:
-        models_now = None
-    with db.connect(conn) as pg:
-        for name in REPORT_TABLES:
-            if not db.table_exists(pg, schema, name):
-                raise OrchestratorError(f"the dry-run table {schema}.{name} does not exist: run `orchestrator dry-run`")
-        data = {
-            name: _rows(pg, query, schema, detail_rows)
-            for name, query in db.packaged_sql_sections("report_html.sql").items()
-        }
-        data["totals"] = data["totals"][0]
-        dry_run = metadata.latest_dry_run(
-            pg, settings.meta_schema, dry_run_schema=schema, legacy_schema=settings.legacy_schema
-        )
-        threshold = gates.threshold_in_force(pg, settings, dry_run)
-        if max_conflict_rate is not None:
-            threshold = gates.Threshold(max_conflict_rate, "given")
-        data["summary"] = gates.read_summary(pg, schema).at_threshold(threshold.value)
-        legacy_present = all(db.table_exists(pg, settings.legacy_schema, t) for t in db.LEGACY_TABLES)
-        checked = None
-        if legacy_present:
-            checked = gates.check(
-                pg,
-                settings,
-                dry_run,
-                dry_run_schema=schema,
-                max_conflict_rate=threshold.value,
-                scope_table=None,
-                current_models_version=models_now,
-            )
-        pg.rollback()
-    data.update(
-        dry_run=dry_run,
-        gates=[gate.as_dict() for gate in checked] if checked is not None else None,
-        models_now=models_now,
-        settings=settings,
-        threshold=threshold,
-        detail_rows=detail_rows,
-    )
-    return data
-
 
 # -- rendering: one function per section --------------------------------------------------------------
 

@@ -12,13 +12,17 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
-from orchestrator import db, report_html
+from orchestrator import db, gates, metadata, report_html
 from orchestrator.config import ConnInfo, Settings
+from orchestrator.dbt import DbtProject
 from orchestrator.errors import OrchestratorError
 
 FORMATS = ("md", "csv", "json", "html")
+DETAIL_ROWS = 10_000  # html: per detail table; the csv/json reports always hold every row
+REPORT_TABLES = ("migration_summary", "migration_conflicts", "migration_unmapped_fields", "profile", "context_intent")
 
 
 # table -> (columns, order): jsonb columns are rendered by the server (::text), so numbers keep
@@ -50,7 +54,7 @@ def write(
     out_dir: Path,
     *,
     max_conflict_rate: Decimal | None = None,
-    detail_rows: int | None = report_html.DETAIL_ROWS,
+    detail_rows: int | None = DETAIL_ROWS,
 ) -> list[Path]:
     """Export the conflict log, the unmapped-field log and the summary, with stable names and order; or,
     as ``html``, the visual report (at most ``detail_rows`` detail rows per table, gates evaluated at
@@ -59,7 +63,7 @@ def write(
         raise OrchestratorError(f"unknown report format {fmt!r}: use {', '.join(FORMATS)}")
     if fmt == "html":
         page = report_html.render(
-            report_html.read(settings, conn, max_conflict_rate=max_conflict_rate, detail_rows=detail_rows)
+            read_html(settings, conn, max_conflict_rate=max_conflict_rate, detail_rows=detail_rows)
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / report_html.REPORT_FILE
@@ -137,3 +141,76 @@ def _csv_cell(value) -> str:
 
 def _md_cell(value) -> str:
     return _csv_cell(value).replace("|", "\\|").replace("\n", " ")
+
+
+# -- the HTML report's data ---------------------------------------------------------------------------
+
+# The detail tables' order is also the order their "first row" anchors point into.
+CONFLICT_ORDER = 'field collate "C", context_type collate "C" nulls first, user_id collate "C"'
+UNMAPPED_ORDER = 'reason collate "C", key collate "C" nulls first, legacy_profile_id collate "C"'
+
+
+def _rows(pg: psycopg.Connection, query: str, schema: str, detail_rows: int | None) -> list[dict]:
+    names = {
+        "conflicts": sql.Identifier(schema, "migration_conflicts"),
+        "unmapped": sql.Identifier(schema, "migration_unmapped_fields"),
+        "profile": sql.Identifier(schema, "profile"),
+        "context_intent": sql.Identifier(schema, "context_intent"),
+        "conflict_order": sql.SQL(CONFLICT_ORDER),
+        "unmapped_order": sql.SQL(UNMAPPED_ORDER),
+    }
+    cur = pg.execute(sql.SQL(query).format(**names), {"detail_rows": detail_rows})
+    columns = [column.name for column in cur.description]
+    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def read_html(
+    settings: Settings, conn: ConnInfo, *, max_conflict_rate: Decimal | None = None, detail_rows: int | None
+) -> dict:
+    """Every figure of the report, plus at most ``detail_rows`` detail rows each (None: all). The gates and
+    the summary's conflict-rate check are evaluated at ``max_conflict_rate``, by default the threshold in
+    force (the dry run's last promote's, else the dry run's own)."""
+    schema = settings.dry_run_schema
+    try:
+        # the gate "dry run built by the current models" needs the project's version now (a dbt parse)
+        models_now = DbtProject(settings, conn).parse().current_models_version()
+    except OrchestratorError:
+        models_now = None
+    with db.connect(conn) as pg:
+        for name in REPORT_TABLES:
+            if not db.table_exists(pg, schema, name):
+                raise OrchestratorError(f"the dry-run table {schema}.{name} does not exist: run `orchestrator dry-run`")
+        data = {
+            name: _rows(pg, query, schema, detail_rows)
+            for name, query in db.packaged_sql_sections("report_html.sql").items()
+        }
+        data["totals"] = data["totals"][0]
+        dry_run = metadata.latest_dry_run(
+            pg, settings.meta_schema, dry_run_schema=schema, legacy_schema=settings.legacy_schema
+        )
+        threshold = gates.threshold_in_force(pg, settings, dry_run)
+        if max_conflict_rate is not None:
+            threshold = gates.Threshold(max_conflict_rate, "given")
+        data["summary"] = gates.read_summary(pg, schema).at_threshold(threshold.value)
+        legacy_present = all(db.table_exists(pg, settings.legacy_schema, t) for t in db.LEGACY_TABLES)
+        checked = None
+        if legacy_present:
+            checked = gates.check(
+                pg,
+                settings,
+                dry_run,
+                dry_run_schema=schema,
+                max_conflict_rate=threshold.value,
+                scope_table=None,
+                current_models_version=models_now,
+            )
+        pg.rollback()
+    data.update(
+        dry_run=dry_run,
+        gates=[gate.as_dict() for gate in checked] if checked is not None else None,
+        models_now=models_now,
+        settings=settings,
+        threshold=threshold,
+        detail_rows=detail_rows,
+    )
+    return data

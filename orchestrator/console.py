@@ -223,6 +223,9 @@ def rolled_back(result, console: Console = out) -> None:
         + "; ".join(f'"{t}" -{c["removed"]} +{c["restored"]}' for t, c in result.counts.items())
         + ")"
     )
+    skipped = result.skipped_unchanged
+    if skipped:
+        what += f"; skipped {plural(len(skipped), 'later promote')} that changed nothing ({', '.join(skipped)})"
     console.print(f"Rolled back (run {result.run_id}): {what}.", markup=False)
     if result.legacy_unchanged:
         console.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
@@ -240,25 +243,26 @@ def verification(checks: list[dict], live_schema: str, console: Console = out) -
 
 
 def runs(history: list[dict], console: Console = out) -> None:
+    """One line per run (when, what, outcome, run id, scope), then its note indented: readable at 80 columns,
+    and the run id whole, as every other command prints it."""
     if not history:
         console.print("No promote or rollback has run yet.")
         return
-    table = Table(title="Promote / rollback audit")
-    for column in ("started", "command", "status", "run", "who", "scope", "dbt invocation", "note"):
-        table.add_column(column)
+    console.print("started           command   status     run id                            scope", markup=False)
     for run in history:
-        note = run["message"] or ("rolled back" if run["rolled_back_by"] else "")
-        table.add_row(
-            f"{run['started_at']:%Y-%m-%d %H:%M:%S}",
-            run["command"],
-            run["status"],
-            run["run_id"][:12],
-            run["os_user"],
-            run["scope"] + (f" ({run['scope_users']})" if run["scope_users"] else ""),
-            run["dbt_invocation_id"] or "",
-            escape(note[:80]),
+        scope = run["scope"] + (f" ({run['scope_users']})" if run["scope_users"] else "")
+        console.print(
+            f"{run['started_at']:%Y-%m-%d %H:%M}  {run['command']:<9} {run['status']:<10} {run['run_id']}  {scope}",
+            markup=False,
         )
-    console.print(table)
+        notes = [
+            run["message"] or "",
+            "changed nothing" if run.get("changed") is False else "",
+            f"rolled back by {run['rolled_back_by']}" if run["rolled_back_by"] else "",
+            f"by {run['os_user']}"
+            + (f", dbt invocation {run['dbt_invocation_id']}" if run["dbt_invocation_id"] else ""),
+        ]
+        console.print("    " + "; ".join(note for note in notes if note), markup=False)
 
 
 # -- explain ------------------------------------------------------------------------------------------

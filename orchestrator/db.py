@@ -117,6 +117,11 @@ def set_search_path(pg: psycopg.Connection, schema: str) -> None:
 
 
 def require_legacy_tables(pg: psycopg.Connection, schema: str) -> None:
+    if not schema_exists(pg, schema):
+        raise OrchestratorError(
+            f"the legacy schema {schema!r} does not exist in database {pg.info.dbname}: set MIGRATION_LEGACY_SCHEMA "
+            f"to the schema holding the app's tables, or load the demo data with `orchestrator fixtures load`"
+        )
     missing = [table for table in LEGACY_TABLES if not table_exists(pg, schema, table)]
     if missing:
         raise OrchestratorError(

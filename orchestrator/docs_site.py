@@ -7,6 +7,8 @@ import functools
 import http.server
 import json
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 from orchestrator.config import ConnInfo, Settings
@@ -81,13 +83,24 @@ def server(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
 
 
 def serve(httpd: http.server.HTTPServer, feedback: Feedback = SILENT) -> None:
-    """Serve until Ctrl-C (the server from ``server``)."""
+    """Serve until Ctrl-C or SIGTERM (the server from ``server``). Both end it the same way, so the
+    process exits normally: killed by a bare SIGTERM, it left the semaphores dbt's import made to the
+    resource tracker, which then warned about leaked objects."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     with httpd:
         feedback.note(f"Serving {url(httpd)} (Ctrl-C to stop)")
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
             feedback.note("Stopped.")
+        finally:
+            if on_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def url(httpd: http.server.HTTPServer) -> str:

@@ -305,15 +305,33 @@ class ProjectServer:
         digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
         return ROOT_BASE / "clusters" / digest
 
+    # server.json: what each key must hold (anything else in the file is ignored)
+    STATE_SHAPE = {"cluster_dir": str, "password": str, "port": int, "legacy_schema": str}
+
     def _state(self) -> dict:
+        """server.json, checked: a refusal names `orchestrator db destroy`, which works whatever the file holds."""
         try:
-            return json.loads(self.state_file.read_text())
+            state = json.loads(self.state_file.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise OrchestratorError(
-                f"cannot read {self.state_file} ({exc}): remove it with `orchestrator db destroy`"
-            ) from None
+            raise self._corrupt(f"it is not readable JSON ({exc})") from None
+        if not isinstance(state, dict):
+            kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+            raise self._corrupt(f"it holds {kinds.get(type(state), 'null')} instead of an object")
+        for key, kind in self.STATE_SHAPE.items():
+            value = state.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise self._corrupt(f"its {key!r} is {value!r}, not a {kind.__name__}")
+        if state.get("port") is not None and not 1 <= state["port"] <= 65535:
+            raise self._corrupt(f"its port {state['port']} is not a port number")
+        return state
+
+    def _corrupt(self, why: str) -> OrchestratorError:
+        return OrchestratorError(
+            f"the embedded server's state file {self.state_file} is damaged: {why}. Run `orchestrator db destroy` "
+            f"(it stops the embedded server and deletes it with its data; the next command creates a new one)"
+        )
 
     def _save_state(self, state: dict) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -353,7 +371,9 @@ class ProjectServer:
     def ensure_running(self) -> ConnInfo:
         cluster = self.cluster()
         state = self._state()
-        if not cluster.initialised or "password" not in state:
+        if cluster.initialised and "password" not in state:
+            raise self._corrupt("it has no password for the existing cluster in " + str(cluster.cluster_dir))
+        if not cluster.initialised:
             if cluster.cluster_dir.exists() and any(cluster.cluster_dir.iterdir()) and not cluster.initialised:
                 cluster._check_ownership()
             password = secrets.token_urlsafe(24)
@@ -384,17 +404,25 @@ class ProjectServer:
         return self._state().get("legacy_schema")
 
     def stop(self) -> bool:
-        if not self._state():
+        if not self.state_file.exists():
             return False
-        cluster = self.cluster()
+        cluster = self._cluster_even_if_damaged()
         was_running = cluster.running_port() is not None
         cluster.stop()
         return was_running
 
     def destroy(self) -> None:
-        if self._state():
-            self.cluster().destroy()
+        """Stop the server and delete the cluster and the state file, even when server.json is damaged."""
+        if self.state_file.exists():
+            self._cluster_even_if_damaged().destroy()
         self.state_file.unlink(missing_ok=True)
+
+    def _cluster_even_if_damaged(self) -> Cluster:
+        """The cluster server.json names, else (the file is damaged) the one this project's home always uses."""
+        try:
+            return self.cluster()
+        except OrchestratorError:
+            return Cluster(self._cluster_dir(), wheel_bin_dir())
 
 
 def _parse_port(text: str) -> int:

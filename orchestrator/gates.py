@@ -183,7 +183,7 @@ def _complete(dry_run: dict) -> Gate:
         return Gate(
             DRY_RUN_COMPLETE,
             False,
-            f"dry run {dry_run['dry_run_id'][:12]} started at {dry_run['started_at']:%Y-%m-%d %H:%M:%S} has not"
+            f"dry run {dry_run['dry_run_id']} started at {dry_run['started_at']:%Y-%m-%d %H:%M:%S} has not"
             f" finished: it is still building, or it died",
             "wait for it to finish, or run `orchestrator dry-run` again",
         )
@@ -191,7 +191,7 @@ def _complete(dry_run: dict) -> Gate:
         DRY_RUN_COMPLETE,
         dry_run["status"] == "built" and (dry_run["error_failures"] or 0) == 0,
         f"status {dry_run['status']}, {dry_run['error_failures'] or 0} failing error-severity tests"
-        f" (dry run {dry_run['dry_run_id'][:12]}, dbt invocation {dry_run['dbt_invocation_id']})",
+        f" (dry run {dry_run['dry_run_id']}, dbt invocation {dry_run['dbt_invocation_id']})",
         remedy,
     )
 

@@ -200,10 +200,11 @@ def mark_dead_runs(pg, meta_schema: str) -> list[dict]:
 
 
 def last_committed_promote(pg, meta_schema: str) -> dict | None:
+    """The newest committed promote, not rolled back, that changed the live tables: what rollback undoes."""
     cur = pg.execute(
         sql.SQL(
             "select * from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " order by started_at desc limit 1"
+            " and changed is not false order by started_at desc limit 1"
         ).format(_table(meta_schema, "runs"))
     )
     row = cur.fetchone()
@@ -217,7 +218,7 @@ def runs(pg, meta_schema: str, limit: int = 50) -> list[dict]:
         sql.SQL(
             "select run_id, command, status, started_at, finished_at, os_user, db_user, dry_run_id,"
             " dbt_invocation_id, live_schema, scope, scope_users, created_tables, gates, counts, message,"
-            " rolled_back_by, undoes_run_id, max_conflict_rate from {} order by started_at desc limit %s"
+            " rolled_back_by, undoes_run_id, max_conflict_rate, changed from {} order by started_at desc limit %s"
         ).format(_table(meta_schema, "runs")),
         [limit],
     )
@@ -237,6 +238,19 @@ def last_promote_of(pg, meta_schema: str, dry_run_id: str) -> dict | None:
     )
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def unchanged_promotes_since(pg, meta_schema: str, promote: dict | None) -> list[str]:
+    """Committed promotes that changed nothing, not rolled back, after ``promote`` (None: all of them):
+    rollback steps over them to the last promote that changed something."""
+    rows = pg.execute(
+        sql.SQL(
+            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
+            " and changed is false and started_at > %s order by started_at"
+        ).format(_table(meta_schema, "runs")),
+        [promote["started_at"] if promote else "-infinity"],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def live_promotes(pg, meta_schema: str) -> list[str]:

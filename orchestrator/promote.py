@@ -168,7 +168,13 @@ def promote(
                     live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
                 fault_point("promote:before-audit")
                 metadata.finish_run(
-                    pg, settings.meta_schema, run_id, "committed", counts=change_plan, created_tables=not exists
+                    pg,
+                    settings.meta_schema,
+                    run_id,
+                    "committed",
+                    counts=change_plan,
+                    created_tables=not exists,
+                    changed=not exists or _changes_rows(change_plan),
                 )
                 fault_point("promote:audit-row")
         except BaseException as exc:
@@ -182,6 +188,10 @@ def promote(
             )
         fault_point("promote:after-commit")
         return PromoteResult(run_id, change_plan, not exists, checked, dead, users, threshold)
+
+
+def _changes_rows(plan: dict[str, dict[str, int]]) -> bool:
+    return any(counts[change] for counts in plan.values() for change in ("inserted", "updated", "deleted"))
 
 
 def _models_now(parse) -> str:
@@ -208,7 +218,7 @@ def _hold_dry_run(pg: psycopg.Connection, dry_run: dict, dry_run_schema: str) ->
     if not dry_run.get("dry_run_tables") or now != dry_run["dry_run_tables"]:
         raise CheckFailed(
             f"promote refused, nothing was changed: the tables in schema {dry_run_schema} are not the ones dry run "
-            f"{dry_run['dry_run_id'][:12]} built and the gates checked (a later dbt build replaced them, or that dry "
+            f"{dry_run['dry_run_id']} built and the gates checked (a later dbt build replaced them, or that dry "
             f"run is still building): run `orchestrator dry-run` again, then promote"
         )
 
@@ -272,6 +282,7 @@ class RollbackResult:
     counts: dict
     legacy_unchanged: bool
     dead_runs: list[dict]
+    skipped_unchanged: list[str]  # promotes after the undone one that changed nothing (marked rolled back too)
 
     def as_dict(self, live_schema: str) -> dict:
         return {"live_schema": live_schema, **dataclasses.asdict(self)}
@@ -290,6 +301,8 @@ def rollback(
         metadata.ensure(pg, settings.meta_schema)
         dead = metadata.mark_dead_runs(pg, settings.meta_schema)
         last = metadata.last_committed_promote(pg, settings.meta_schema)
+        # promotes that changed nothing since: undoing them is nothing to do, and must not use up a rollback
+        skipped = metadata.unchanged_promotes_since(pg, settings.meta_schema, last)
         present = live.live_tables_present(pg, settings.live_schema)
         if not drop and last is None:
             raise CheckFailed(
@@ -301,7 +314,7 @@ def rollback(
         action = (
             "drop the live tables"
             if drop or last["created_tables"]
-            else f"restore the live tables to their state before promote {last['run_id'][:12]}"
+            else f"restore the live tables to their state before promote {last['run_id']}"
         )
         confirm(action)
         legacy_before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
@@ -333,7 +346,7 @@ def rollback(
                     for pair in pairs:
                         counts[pair.live_table] = live.restore(pg, pair, settings.meta_schema, last["run_id"])
                     undone = [last["run_id"]]
-                metadata.mark_rolled_back(pg, settings.meta_schema, run_id, undone)
+                metadata.mark_rolled_back(pg, settings.meta_schema, run_id, undone + skipped)
                 live.forget_run(pg, settings.meta_schema, undone)
                 live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
                 # before the commit: once committed, nothing may fail and make a done rollback look undone
@@ -357,6 +370,7 @@ def rollback(
             counts,
             legacy_before == legacy_after,
             dead,
+            skipped,
         )
 
 

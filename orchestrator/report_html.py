@@ -61,7 +61,7 @@ def _verdict_section(data: dict) -> str:
     promotable = data["gates"] is not None and all(gate["passed"] for gate in data["gates"])
     return (
         '<section id="verdict"><h2>Verdict</h2>'
-        + _promoted_note(threshold)
+        + _promoted_note(data["last_promote"])
         + f'<p class="big">{len(checks) - len(failed_checks)} of {len(checks)} checks pass'
         + (f' (<span class="fail">FAIL</span>: {esc(", ".join(failed_checks))})' if failed_checks else "")
         + "; "
@@ -84,15 +84,14 @@ def _verdict_section(data: dict) -> str:
     )
 
 
-def _promoted_note(threshold: gates.Threshold) -> str:
+def _promoted_note(last: dict | None) -> str:
     """Whether this dry run is live: its last promote, when and at which threshold."""
-    if threshold.source != "promote" or threshold.run is None:
-        return '<p class="meta">This dry run has not been promoted.</p>'
-    run = threshold.run
-    when = run["started_at"].strftime("%Y-%m-%d %H:%M:%S %Z")
+    if last is None:
+        return '<p class="meta">This dry run is not live: no committed promote of it is in effect.</p>'
+    when = last["started_at"].strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
-        f'<p class="big"><span class="pass">Live</span>: promoted by run <code>{esc(run["run_id"])}</code> at '
-        f"{esc(when)} with --max-conflict-rate {esc(threshold.value)} ({esc(run['scope'])} users).</p>"
+        f'<p class="big"><span class="pass">Live</span>: promoted by run <code>{esc(last["run_id"])}</code> at '
+        f"{esc(when)} with --max-conflict-rate {esc(last['max_conflict_rate'])} ({esc(last['scope'])} users).</p>"
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -19,16 +20,16 @@ from orchestrator import db, gates, metadata, report_html
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject
 from orchestrator.errors import OrchestratorError
+from orchestrator.formats import summary_value
 
 FORMATS = ("md", "csv", "json", "html")
 DETAIL_ROWS = 10_000  # html: per detail table; the csv/json reports always hold every row
 REPORT_TABLES = ("migration_summary", "migration_conflicts", "migration_unmapped_fields", "profile", "context_intent")
 
 
-# table -> (columns, order): jsonb columns are rendered by the server (::text), so numbers keep
+# log table -> (columns, order): jsonb columns are rendered by the server (::text), so numbers keep
 # their exact JSON text (1.50 stays 1.50) and a JSON string stays distinguishable from a number
 REPORT_QUERIES = {
-    "migration_summary": ("metric, value, expected, passed", 'metric collate "C"'),
     "migration_conflicts": (
         'user_id, context_type, field, "values"::text as "values", chosen::text as chosen',
         'user_id collate "C", context_type nulls first, field collate "C"',
@@ -70,49 +71,24 @@ def write(
         with private_file(path) as handle:
             handle.write(page)
         return [path]
-    tables = {}
     with db.connect(conn) as pg:
-        for name, (columns, order) in REPORT_QUERIES.items():
-            if not db.table_exists(pg, settings.dry_run_schema, name):
-                raise OrchestratorError(
-                    f"the dry-run table {settings.dry_run_schema}.{name} does not exist: run `orchestrator dry-run`"
-                )
-            query = sql.SQL("select {} from {} order by {}").format(
-                sql.SQL(columns), sql.Identifier(settings.dry_run_schema, name), sql.SQL(order)
-            )
-            if fmt == "json":
-                # the server writes the JSON: jsonb values nest as they are, numbers keep their text
-                json_columns = sql.SQL(", ").join(
-                    sql.SQL("{0}::jsonb as {0}").format(sql.Identifier(c)) if is_json else sql.Identifier(c)
-                    for c, is_json in _column_names(columns)
-                )
-                text = pg.execute(
-                    sql.SQL("select coalesce(json_agg(r), '[]')::text from (select {} from ({}) as t) as r").format(
-                        json_columns, query
-                    )
-                ).fetchone()[0]
-                tables[name] = text
-            else:
-                cur = pg.execute(query)
-                tables[name] = ([c.name for c in cur.description], cur.fetchall())
+        _require_tables(pg, settings.dry_run_schema, ("migration_summary", *LOGS))
+        state = _state(pg, settings, conn, max_conflict_rate, with_gates=fmt == "md")
+        logs = {name: _log(pg, settings.dry_run_schema, name, fmt) for name in LOGS}
+    summary = _summary_rows(state["summary"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     if fmt == "md":
         path = out_dir / "migration_report.md"
         with private_file(path) as handle:
-            handle.write("# Migration report\n")
-            for name, (columns, rows) in tables.items():
-                handle.write(
-                    f"\n## {name} ({len(rows)} rows)\n\n| "
-                    + " | ".join(columns)
-                    + " |\n|"
-                    + "---|" * len(columns)
-                    + "\n"
-                )
+            handle.write("# Migration report\n\n" + _md_status(settings, state) + "\n")
+            for name, (columns, rows) in {"migration_summary": summary, **logs}.items():
+                handle.write(f"\n## {name} ({len(rows)} rows)\n\n| " + " | ".join(columns) + " |\n|")
+                handle.write("---|" * len(columns) + "\n")
                 for row in rows:
                     handle.write("| " + " | ".join(_md_cell(v) for v in row) + " |\n")
         return [path]
-    for name, content in tables.items():
+    written = []
+    for name, content in {"migration_summary": summary, **logs}.items():
         path = out_dir / f"{name}.{fmt}"
         with private_file(path) as handle:
             if fmt == "csv":
@@ -120,10 +96,130 @@ def write(
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(columns)
                 writer.writerows([_csv_cell(v) for v in row] for row in rows)
+            elif name == "migration_summary":
+                columns, rows = content
+                handle.write(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=_json_number))
+                handle.write("\n")
             else:
                 handle.write(content + "\n")
         written.append(path)
     return written
+
+
+LOGS = ("migration_conflicts", "migration_unmapped_fields")
+
+
+def _require_tables(pg: psycopg.Connection, schema: str, names) -> None:
+    for name in names:
+        if not db.table_exists(pg, schema, name):
+            raise OrchestratorError(f"the dry-run table {schema}.{name} does not exist: run `orchestrator dry-run`")
+
+
+def _log(pg: psycopg.Connection, schema: str, name: str, fmt: str):
+    """One log table in a stable order: (columns, rows), or for json the server's JSON text (jsonb values
+    nest as they are and numbers keep their text)."""
+    columns, order = REPORT_QUERIES[name]
+    query = sql.SQL("select {} from {} order by {}").format(
+        sql.SQL(columns), sql.Identifier(schema, name), sql.SQL(order)
+    )
+    if fmt == "json":
+        json_columns = sql.SQL(", ").join(
+            sql.SQL("{0}::jsonb as {0}").format(sql.Identifier(c)) if is_json else sql.Identifier(c)
+            for c, is_json in _column_names(columns)
+        )
+        return pg.execute(
+            sql.SQL("select coalesce(json_agg(r), '[]')::text from (select {} from ({}) as t) as r").format(
+                json_columns, query
+            )
+        ).fetchone()[0]
+    cur = pg.execute(query)
+    return [c.name for c in cur.description], cur.fetchall()
+
+
+def _summary_rows(summary: gates.Summary) -> tuple[list[str], list[tuple]]:
+    """The summary in metric order, figures as people read them (the conflict rate as a percentage), its
+    conflict-rate check at the threshold in force."""
+    rows = sorted(summary.rows, key=lambda row: row["metric"])
+    return ["metric", "value", "expected", "passed"], [
+        (
+            row["metric"],
+            summary_value(row["metric"], row["value"]) if row["metric"] == "conflict_rate" else row["value"],
+            summary_value(row["metric"], row["expected"]) if row["metric"] == "conflict_rate" else row["expected"],
+            row["passed"],
+        )
+        for row in rows
+    ]
+
+
+def _state(
+    pg: psycopg.Connection, settings: Settings, conn: ConnInfo, max_conflict_rate: Decimal | None, *, with_gates: bool
+) -> dict:
+    """What a report says about the dry run: its record, the threshold in force (its last promote's, else
+    its own; or ``max_conflict_rate`` when given), the summary at that threshold and, ``with_gates``,
+    every promote gate evaluated at it (read-only; one dbt parse for the models version)."""
+    dry_run = metadata.latest_dry_run(
+        pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=settings.legacy_schema
+    )
+    last_promote = metadata.last_promote_of(pg, settings.meta_schema, dry_run["dry_run_id"]) if dry_run else None
+    threshold = gates.threshold_in_force(pg, settings, dry_run)
+    if max_conflict_rate is not None:
+        threshold = gates.Threshold(max_conflict_rate, "given")
+    checked, models_now = None, None
+    if with_gates and all(db.table_exists(pg, settings.legacy_schema, t) for t in db.LEGACY_TABLES):
+        try:
+            # the gate "dry run built by the current models" needs the project's version now (a dbt parse)
+            models_now = DbtProject(settings, conn).parse().current_models_version()
+        except OrchestratorError:
+            models_now = None
+        checked = gates.check(
+            pg,
+            settings,
+            dry_run,
+            dry_run_schema=settings.dry_run_schema,
+            max_conflict_rate=threshold.value,
+            scope_table=None,
+            current_models_version=models_now,
+        )
+        pg.rollback()
+    return {
+        "dry_run": dry_run,
+        "last_promote": last_promote,
+        "threshold": threshold,
+        "summary": gates.read_summary(pg, settings.dry_run_schema).at_threshold(threshold.value),
+        "gates": [gate.as_dict() for gate in checked] if checked is not None else None,
+        "models_now": models_now,
+    }
+
+
+def _md_status(settings: Settings, state: dict) -> str:
+    """The report's first lines: which dry run, whether it is live, and the gates at the threshold in force."""
+    dry_run, last, threshold = state["dry_run"], state["last_promote"], state["threshold"]
+    lines = [
+        f"Dry run {dry_run['dry_run_id']} ({dry_run['status']}, finished {dry_run['finished_at']:%Y-%m-%d %H:%M:%S})"
+        if dry_run and dry_run["finished_at"]
+        else "No finished dry run is recorded for these tables.",
+        f"in schema `{settings.dry_run_schema}`, from legacy schema `{settings.legacy_schema}`.",
+        "",
+        f"**Live**: promoted by run {last['run_id']} at {last['started_at']:%Y-%m-%d %H:%M:%S} with "
+        f"--max-conflict-rate {last['max_conflict_rate']} ({last['scope']} users)."
+        if last
+        else "**Not promoted**: no committed promote of this dry run is in effect.",
+    ]
+    if state["gates"] is not None:
+        failed = [gate for gate in state["gates"] if not gate["passed"]]
+        verdict = (
+            "every promote gate holds"
+            if not failed
+            else "promote would be refused: " + "; ".join(f"{g['name']} ({g['figure']})" for g in failed)
+        )
+        lines += ["", f"**Gates** at the threshold in force ({threshold.describe()}): {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def _json_number(value):
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _column_names(columns: str) -> list[tuple[str, bool]]:
@@ -167,50 +263,16 @@ def _rows(pg: psycopg.Connection, query: str, schema: str, detail_rows: int | No
 def read_html(
     settings: Settings, conn: ConnInfo, *, max_conflict_rate: Decimal | None = None, detail_rows: int | None
 ) -> dict:
-    """Every figure of the report, plus at most ``detail_rows`` detail rows each (None: all). The gates and
-    the summary's conflict-rate check are evaluated at ``max_conflict_rate``, by default the threshold in
-    force (the dry run's last promote's, else the dry run's own)."""
+    """Every figure of the HTML report, plus at most ``detail_rows`` detail rows each (None: all), and the
+    report's state (``_state``: the threshold in force, the summary and the gates at it)."""
     schema = settings.dry_run_schema
-    try:
-        # the gate "dry run built by the current models" needs the project's version now (a dbt parse)
-        models_now = DbtProject(settings, conn).parse().current_models_version()
-    except OrchestratorError:
-        models_now = None
     with db.connect(conn) as pg:
-        for name in REPORT_TABLES:
-            if not db.table_exists(pg, schema, name):
-                raise OrchestratorError(f"the dry-run table {schema}.{name} does not exist: run `orchestrator dry-run`")
+        _require_tables(pg, schema, REPORT_TABLES)
         data = {
             name: _rows(pg, query, schema, detail_rows)
             for name, query in db.packaged_sql_sections("report_html.sql").items()
         }
         data["totals"] = data["totals"][0]
-        dry_run = metadata.latest_dry_run(
-            pg, settings.meta_schema, dry_run_schema=schema, legacy_schema=settings.legacy_schema
-        )
-        threshold = gates.threshold_in_force(pg, settings, dry_run)
-        if max_conflict_rate is not None:
-            threshold = gates.Threshold(max_conflict_rate, "given")
-        data["summary"] = gates.read_summary(pg, schema).at_threshold(threshold.value)
-        legacy_present = all(db.table_exists(pg, settings.legacy_schema, t) for t in db.LEGACY_TABLES)
-        checked = None
-        if legacy_present:
-            checked = gates.check(
-                pg,
-                settings,
-                dry_run,
-                dry_run_schema=schema,
-                max_conflict_rate=threshold.value,
-                scope_table=None,
-                current_models_version=models_now,
-            )
-        pg.rollback()
-    data.update(
-        dry_run=dry_run,
-        gates=[gate.as_dict() for gate in checked] if checked is not None else None,
-        models_now=models_now,
-        settings=settings,
-        threshold=threshold,
-        detail_rows=detail_rows,
-    )
+        data.update(_state(pg, settings, conn, max_conflict_rate, with_gates=True))
+    data.update(settings=settings, detail_rows=detail_rows)
     return data

@@ -47,6 +47,8 @@ create table if not exists runs (
 );
 -- the conflict-rate threshold a promote's gate used
 alter table runs add column if not exists max_conflict_rate numeric;
+-- false for a committed promote that changed no live row: rollback skips it (NULL: recorded before this)
+alter table runs add column if not exists changed boolean;
 
 create table if not exists run_scope_users (
     run_id  text not null,

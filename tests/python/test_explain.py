@@ -106,9 +106,10 @@ def test_provenance_reconciles_on_generated_drift_data(settings, database):
 
 def test_explain_one_user_json(built):
     from orchestrator import explain
+    from orchestrator.console import to_json
 
     settings, conn = built
-    result = json.loads(explain.to_json(explain.explain(settings, conn, "u04")))
+    result = json.loads(to_json(explain.explain(settings, conn, "u04")))
     assert [cp["context_profile_id"] for cp in result["context_profiles"]] == ["cp04f", "cp04r"]
     keys = {(k["legacy_profile_id"], k["legacy_key"]): k for k in result["keys"]}
     assert len(keys) == 10
@@ -126,9 +127,10 @@ def test_explain_one_user_json(built):
 
 def test_explain_keeps_number_text(built):
     from orchestrator import explain
+    from orchestrator.console import to_json
 
     settings, conn = built
-    text = explain.to_json(explain.explain(settings, conn, "u09"))
+    text = to_json(explain.explain(settings, conn, "u09"))
     assert '"legacy_value": 1.500' in text and '"normalised_value": "1.500"' in text
 
 

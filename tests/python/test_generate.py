@@ -252,8 +252,8 @@ def test_the_dry_run_builds_on_generated_data_with_every_test_passing(settings, 
         uid: status for uid, status in statuses.items() if status not in ("success", "pass", "no-op")
     }
     assert any(uid.startswith("test.") for uid in statuses)
-    summary = {row["metric"]: row for row in outcome.summary}
-    assert all(row["passed"] is not False for row in outcome.summary), outcome.summary
+    summary = {row["metric"]: row for row in outcome.summary.rows}
+    assert all(row["passed"] is not False for row in outcome.summary.rows), outcome.summary
     assert summary["users"]["value"] == USERS
     for metric in ("orphan_context_profiles", "orphan_legacy_profiles", "duplicate_context_profiles", "keys_unmapped"):
         assert summary[metric]["value"] > 0

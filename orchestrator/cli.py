@@ -27,6 +27,7 @@ The flow (README.md; the sign-off: docs/reviewing.md):
   orchestrator docs --serve           the lineage, legacy tables to live tables
   orchestrator report --format html   checks, conflicts, unmapped keys, scores
   orchestrator promote                publish into the live tables, gated
+  orchestrator sync --follow          follow the application's writes (docs/cutover.md)
   orchestrator verify                 check the live tables
   orchestrator rollback               undo the last promote
 
@@ -165,6 +166,14 @@ def promote(
         ),
     ] = None,
     users_file: Annotated[Path | None, typer.Option(help="A file of user ids, one per line (# comments).")] = None,
+    catch_up: Annotated[
+        bool,
+        typer.Option(
+            "--catch-up",
+            help="When the legacy data changed since the dry run: rebuild the users changed since (with every "
+            "test) from the data as it is now, then promote it all in one transaction (docs/cutover.md).",
+        ),
+    ] = False,
     yes: YesOption = False,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite live rows the application changed since our last promote.")
@@ -176,12 +185,14 @@ def promote(
 
     Gates: the dry run is complete and every error-severity dbt test passed; it was built by the
     current models; the key accounting reconciles; the conflict rate is at most --max-conflict-rate;
-    the legacy data has not changed since the dry run. Shows the rows to insert/update/delete and
-    asks unless --yes. Exit 1 when a gate fails (nothing is changed).
+    the legacy data has not changed since the dry run (or, with --catch-up, the users changed since
+    were rebuilt). Shows the rows to insert/update/delete and asks unless --yes. Exit 1 when a gate
+    fails (nothing is changed).
 
     \b
     Examples:
       orchestrator promote
+      orchestrator promote --catch-up --yes
       orchestrator promote --yes --json
       orchestrator promote --user u123 --user u456
       orchestrator promote --users-file ids.txt --max-conflict-rate 0.1
@@ -196,6 +207,7 @@ def promote(
         conn,
         max_conflict_rate=rate(max_conflict_rate),
         users=users,
+        catch_up=catch_up,
         confirm=console.plan_confirmation(yes, settings.live_schema, err if json_output else out),
         force=force,
         lock_timeout=lock_timeout,
@@ -205,6 +217,80 @@ def promote(
         console.print_json(result.as_dict(settings.live_schema))
     else:
         console.promoted(result, settings.live_schema)
+
+
+@app.command()
+@handles_errors
+def sync(
+    follow: Annotated[bool, typer.Option("--follow", help="Repeat rounds until Ctrl-C or SIGTERM.")] = False,
+    interval: Annotated[
+        float, typer.Option(help="With --follow: seconds between the end of a round and the next.", min=0.0)
+    ] = 10.0,
+    max_conflict_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse a round whose combined result exceeds this conflict rate. Default: the dry run's.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    yes: YesOption = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite live rows the application changed since our last write."),
+    ] = False,
+    lock_timeout: LockTimeoutOption = "5s",
+    json_output: JsonOption = False,
+) -> None:
+    """After a promote, re-migrate the users whose legacy rows changed since, and promote them.
+
+    One round: the users changed since the last promote or round (inserts, updates, deletes, rows
+    moved between users) are rebuilt from the legacy data as it is now, with every test, into the
+    dry-run state, then their live rows are written in one transaction, audited as a `sync` run
+    (`rollback` undoes one round at a time). A round with nothing to do writes nothing. Users whose
+    live rows the application changed since our last write are skipped and listed (exit 1) unless
+    --force. docs/cutover.md is the runbook.
+
+    \b
+    Examples:
+      orchestrator sync --yes
+      orchestrator sync --follow --interval 5 --yes
+    """
+    from orchestrator import sync as syncing
+
+    settings, conn = context()
+    console.require_terminal_or_yes(yes)
+    feedback = console.feedback(json_output)
+    if follow:
+        console.confirm(f"Promote every round's changes into schema {settings.live_schema} until stopped?", yes)
+        skipped = syncing.follow(
+            settings,
+            conn,
+            interval=interval,
+            on_round=console.sync_line_printer(json_output),
+            max_conflict_rate=rate(max_conflict_rate),
+            force=force,
+            lock_timeout=lock_timeout,
+            feedback=feedback,
+        )
+    else:
+        result = syncing.sync_round(
+            settings,
+            conn,
+            confirm=console.plan_confirmation(yes, settings.live_schema, err if json_output else out),
+            max_conflict_rate=rate(max_conflict_rate),
+            force=force,
+            lock_timeout=lock_timeout,
+            feedback=feedback,
+        )
+        console.sync_line_printer(json_output)(result)
+        skipped = result.skipped
+    if skipped:
+        raise CheckFailed(
+            f"{len(skipped)} users were skipped: the application changed their live rows since our last write "
+            f"({', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}): check them, then sync --force to "
+            f"overwrite"
+        )
 
 
 @app.command()
@@ -232,11 +318,11 @@ def rollback(
       orchestrator rollback --yes --json
       orchestrator rollback --drop --yes
     """
-    from orchestrator import promote as promoting
+    from orchestrator import rollback as rolling_back
 
     settings, conn = context()
     console.require_terminal_or_yes(yes)
-    result = promoting.rollback(
+    result = rolling_back.rollback(
         settings,
         conn,
         drop=drop,
@@ -265,10 +351,10 @@ def cleanup(
       orchestrator cleanup
       orchestrator cleanup --keep 3
     """
-    from orchestrator import promote as promoting
+    from orchestrator import rollback as rolling_back
 
     settings, conn = context()
-    removed = promoting.cleanup(settings, conn, keep)
+    removed = rolling_back.cleanup(settings, conn, keep)
     if json_output:
         console.print_json({"removed_backups_of": removed, "kept": keep})
         return

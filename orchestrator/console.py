@@ -185,6 +185,29 @@ def plan_confirmation(yes: bool, live_schema: str, console: Console = out):
     return confirm_plan
 
 
+def sync_line_printer(json_output: bool):
+    """One line per sync round (users changed, rows written, seconds), or its JSON."""
+
+    def show(result) -> None:
+        if json_output:
+            print_json(result.as_dict())
+            return
+        if result.run_id is None and not result.changed:
+            out.print(f"sync: nothing changed ({result.seconds:.1f} s)", markup=False)
+            return
+        changed = f"{plural(len(result.changed.users), 'user')} changed"
+        if result.changed.profiles:
+            changed += f" (and {plural(len(result.changed.profiles), 'orphan profile')})"
+        skipped = f", {plural(len(result.skipped), 'user')} skipped" if result.skipped else ""
+        run = f"sync run {result.run_id}" if result.run_id else "sync (no live row to write)"
+        out.print(
+            f"{run}: {changed}, {plural(result.rows_written, 'row')} written{skipped} ({result.seconds:.1f} s)",
+            markup=False,
+        )
+
+    return show
+
+
 def rollback_confirmation(yes: bool, live_schema: str, console: Console = out):
     def confirm_action(action: str) -> None:
         console.print(f"Rollback will {action} in schema {live_schema}.", markup=False)
@@ -211,6 +234,19 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
         + ".",
         markup=False,
     )
+    if result.caught_up is not None:
+        caught = result.caught_up.as_dict()
+        console.print(
+            f"Caught up: dry run {caught['reviewed_dry_run_id']} reviewed {caught['reviewed_users']} users; "
+            f"{plural(caught['rebuilt_users'], 'user')} changed since were rebuilt from the legacy data as it is now"
+            + (
+                f" (and {plural(caught['rebuilt_orphan_profiles'], 'orphan profile')})"
+                if caught["rebuilt_orphan_profiles"]
+                else ""
+            )
+            + ". Follow later writes with `orchestrator sync --follow`.",
+            markup=False,
+        )
 
 
 def rolled_back(result, console: Console = out) -> None:
@@ -218,7 +254,7 @@ def rolled_back(result, console: Console = out) -> None:
     what = (
         "dropped the live tables"
         if result.dropped
-        else "restored the live tables to their state before promote "
+        else f"restored the live tables to their state before {_run_name(result.undone_command)} "
         f"{result.undone_run_id or ''} ("
         + "; ".join(f'"{t}" -{c["removed"]} +{c["restored"]}' for t, c in result.counts.items())
         + ")"
@@ -229,6 +265,10 @@ def rolled_back(result, console: Console = out) -> None:
     console.print(f"Rolled back (run {result.run_id}): {what}.", markup=False)
     if result.legacy_unchanged:
         console.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
+
+
+def _run_name(command: str | None) -> str:
+    return "sync round" if command == "sync" else "promote"
 
 
 def verification(checks: list[dict], live_schema: str, console: Console = out) -> None:

@@ -15,13 +15,14 @@ import psycopg
 from psycopg import sql
 
 from orchestrator import batches as user_batches
-from orchestrator import db, fingerprint, gates, locks, metadata
+from orchestrator import changes, db, fingerprint, gates, locks, metadata
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, DbtResult, DbtRun, preload
 from orchestrator.errors import CheckFailed, OrchestratorError
 from orchestrator.feedback import SILENT, Feedback
 
 BUILD_NODES = {"model", "seed", "test"}  # what `dbt build` runs, with the unit tests
+FAILED = ("error", "fail", "runtime error")
 
 
 @dataclasses.dataclass
@@ -93,15 +94,15 @@ def dry_run(
                     return failed
             return _build(run, feedback, ["build"])
 
-        outcome = _recorded(pg, settings, run, threshold, scope_table=None, build=build)
+        outcome = _recorded(pg, settings, run, threshold, scope_table=None, build=build, batches=batches)
     outcome.batches = batches
     if outcome.record["status"] != "built":
         raise CheckFailed(outcome.dbt.describe_failure() + ": the dry run is not promotable")
     if outcome.record["fingerprint_before"] != outcome.record["fingerprint_after"]:
         feedback.note(
-            "Warning: the legacy tables changed during the dry run ("
+            "Note: the legacy tables changed during the dry run ("
             + fingerprint.describe_difference(outcome.record["fingerprint_before"], outcome.record["fingerprint_after"])
-            + "): it is not promotable; run it again."
+            + "): promote it with --catch-up, which rebuilds the users changed since it read them."
         )
     return outcome
 
@@ -151,10 +152,18 @@ def _recorded(
     *,
     scope_table: sql.Composable | None,
     build,
+    batches: int = 1,
 ) -> DryRunOutcome:
-    """Fingerprint, record `started`, ``build()``, fingerprint again and record the outcome."""
+    """Fingerprint, take the reads (changes.py: per owner, before anything is read), record `started`,
+    ``build()``, fingerprint again and record the outcome. A full dry run's reads become the dry-run
+    state's; a partial rebuild's stay in the session's temporary table for promote to record."""
     metadata.ensure(pg, settings.meta_schema)
     before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
+    reads = changes.take(
+        pg, settings.legacy_schema, scope_table, name=changes.NOW if scope_table is None else changes.REBUILT
+    )
+    if scope_table is None:
+        changes.replace(pg, settings.meta_schema, "dry_run", reads)
     record_id = metadata.start_dry_run(
         pg,
         settings.meta_schema,
@@ -163,10 +172,11 @@ def _recorded(
         scope="all" if scope_table is None else "users",
         fingerprint=before,
         max_conflict_rate=threshold,
+        batches=batches,
     )
     result = build()
     after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
-    error_failures = sum(1 for node in result.nodes if node.status in ("error", "fail", "runtime error"))
+    error_failures = sum(1 for node in result.nodes if node.status in FAILED)
     warn_failures = sum(1 for node in result.nodes if node.status == "warn")
     status = "built" if result.success and error_failures == 0 else "failed"
     if db.schema_exists(pg, run.dry_run_schema):
@@ -214,3 +224,149 @@ def _build_user_batches(settings: Settings, conn: ConnInfo, feedback: Feedback, 
 
     outcomes = user_batches.build_batches(settings, conn, batches, finished)
     return next((outcome.result for outcome in outcomes if not outcome.result.success), None)
+
+
+# -- catching the dry-run state up ----------------------------------------------------------------------
+
+# what a catch-up rebuilds in the dry-run schema once the changed owners' rows are in place: the summary
+# (from the counts of every model) and the tests that read it
+SUMMARY_SELECTION = ["migration_summary", "key_accounting_reconciles"]
+
+
+def catch_up(
+    settings: Settings,
+    conn: ConnInfo,
+    pg: psycopg.Connection,
+    *,
+    state: dict,
+    now: sql.Identifier,
+    fingerprint_now: dict,
+    changed: changes.Changes,
+    max_conflict_rate: Decimal,
+    feedback: Feedback = SILENT,
+) -> DryRunOutcome:
+    """Catch the dry-run state ``state`` up with the legacy data as ``now`` read it (spec §10): rebuild the
+    owners changed since ``state`` read them (with every data test, into the partial schema), put their rows
+    in place of the old ones in every per-user table of the dry-run schema, and rebuild the summary. The
+    result is recorded as a new dry-run state (scope 'catch-up') whose reads are ``state``'s with the
+    changed owners' from ``now``: what a dry run started at that moment would have built.
+
+    On ``pg`` (promote's connection, under its lock). A failed rebuild is returned as it is (the dry-run
+    schema untouched): promote's gates refuse it, naming the test that failed.
+    """
+    metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
+    feedback.note(f"Rebuilding the {changed.describe()} changed since dry run {state['dry_run_id']} read them")
+    rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, feedback=feedback)
+    if rebuilt.record["status"] != "built":
+        return rebuilt
+    if rebuilt.record["models_version"] != state["models_version"]:
+        raise CheckFailed(
+            "the models changed since the dry run was built (models version "
+            f"{(state['models_version'] or 'unknown')[:12]}, now {(rebuilt.record['models_version'] or '')[:12]}): "
+            "a catch-up cannot mix them; run `orchestrator dry-run` again, then promote; nothing was changed"
+        )
+    run = DbtProject(settings, conn).full(batches=state.get("batches") or 1, max_conflict_rate=max_conflict_rate)
+    with locks.dry_run_lock(pg):
+        with pg.transaction():
+            record_id = metadata.start_dry_run(
+                pg,
+                settings.meta_schema,
+                legacy_schema=settings.legacy_schema,
+                dry_run_schema=settings.dry_run_schema,
+                scope="catch-up",
+                fingerprint=fingerprint_now,
+                max_conflict_rate=max_conflict_rate,
+                batches=state.get("batches") or 1,
+                parent=state,
+            )
+            spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
+            changes.update(pg, settings.meta_schema, "dry_run", now, changed)
+        feedback.note(f"Replaced the rows of {changed.describe()} in {len(spliced)} tables; rebuilding the summary")
+        result = _build(run, feedback, ["build", "--select", *SUMMARY_SELECTION])
+        error_failures = sum(1 for node in result.nodes if node.status in FAILED)
+        metadata.finish_dry_run(
+            pg,
+            settings.meta_schema,
+            record_id,
+            status="built" if result.success and error_failures == 0 else "failed",
+            dbt_invocation_id=result.invocation_id,
+            models_version=state["models_version"],
+            dry_run_tables=metadata.dry_run_relations(pg, settings.dry_run_schema),
+            fingerprint_after=fingerprint_now,
+            chat_fingerprint=fingerprint.chat_fingerprint(pg, settings.legacy_schema),
+            error_failures=error_failures,
+            warn_failures=sum(1 for node in result.nodes if node.status == "warn"),
+            message=None if result.success else result.describe_failure(),
+        )
+        record = metadata.latest_dry_run(
+            pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=settings.legacy_schema
+        )
+    return DryRunOutcome(
+        dbt=dataclasses.replace(result, nodes=rebuilt.dbt.nodes + result.nodes),
+        record=record,
+        summary=gates.read_summary(pg, settings.dry_run_schema),
+        batches=state.get("batches") or 1,
+    )
+
+
+def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_schema: str) -> list[str]:
+    """In every per-user table of ``target_schema`` (a model's table with a user_id column, or a batched
+    model's batch tables), replace the rows of the scope's owners (metadata user_scope, profile_scope)
+    with those ``source_schema`` (the rebuild of that scope) holds. Derived views and the summary are
+    left to dbt. Returns the models whose rows were replaced."""
+    models = pg.execute(
+        "select c.relname, bool_or(a.attname = 'legacy_profile_id')"
+        " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        " join pg_attribute as a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
+        " where n.nspname = %s and c.relkind = 'r' and c.relname not like 'stg\\_%%'"
+        " group by c.relname having bool_or(a.attname = 'user_id') order by c.relname",
+        [source_schema],
+    ).fetchall()
+    users = metadata.scope_table(meta_schema)
+    profiles = sql.Identifier(meta_schema, metadata.PROFILE_SCOPE_TABLE)
+    spliced = []
+    for model, has_profile_id in models:
+        targets = _physical_tables(pg, target_schema, model)
+        if not targets:
+            continue
+        owned = sql.SQL("t.user_id in (select user_id from {})").format(users)
+        if has_profile_id:
+            owned = sql.SQL(
+                "({} or (t.user_id is null and t.legacy_profile_id in (select legacy_profile_id from {})))"
+            ).format(owned, profiles)
+        for target in targets:
+            pg.execute(sql.SQL("delete from {} as t where {}").format(sql.Identifier(target_schema, target), owned))
+        columns = sql.SQL(", ").join(
+            sql.Identifier(name)
+            for (name,) in pg.execute(
+                "select a.attname from pg_attribute as a join pg_class as c on c.oid = a.attrelid"
+                " join pg_namespace as n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped order by a.attnum",
+                [source_schema, model],
+            ).fetchall()
+        )
+        # a batched model appends its batch tables in a view: the rebuilt rows go into the first one
+        pg.execute(
+            sql.SQL("insert into {} ({}) select {} from {}").format(
+                sql.Identifier(target_schema, targets[0]), columns, columns, sql.Identifier(source_schema, model)
+            )
+        )
+        spliced.append(model)
+    return spliced
+
+
+def _physical_tables(pg: psycopg.Connection, schema: str, model: str) -> list[str]:
+    """The tables holding ``model``'s rows in ``schema``: the model's table, or its batch tables (a batched
+    dry run's view appends them), in batch order; none for a view of its own."""
+    rows = pg.execute(
+        "select c.relname, c.relkind from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        " where n.nspname = %s and (c.relname = %s or c.relname ~ ('^' || %s || %s)) and c.relkind in ('r', 'v')"
+        " order by length(c.relname), c.relname",
+        [schema, model, model, user_batches.BATCH_SUFFIX],
+    ).fetchall()
+    kinds = dict(rows)
+    if kinds.get(model) == "r":
+        return [model]
+    if kinds.get(model) == "v":
+        return [name for name, kind in rows if name != model and kind == "r"]
+    return []

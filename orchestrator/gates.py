@@ -143,11 +143,14 @@ def check(
     scope_table: sql.Composable | None,
     current_models_version: str | None = None,
     rebuilt_now: bool = False,
+    caught_up: str | None = None,
 ) -> list[Gate]:
     """The gates of spec §8, each with its figure and what to do when it fails; with
     ``current_models_version`` (promote passes it), one more: the dry run was built by these models.
     ``rebuilt_now``: the dry run is a partial rebuild this same command just made, so its fingerprint
-    after the build is the current one (promote compares it again inside its transaction)."""
+    after the build is the current one (promote compares it again inside its transaction). ``caught_up``:
+    the dry-run state was just caught up with the legacy data (promote --catch-up; what it rebuilt): the
+    legacy gate holds, and writes since are the next sync round's."""
     if dry_run is None:
         return [Gate("dry run complete", False, "no dry run recorded", "run `orchestrator dry-run` first")]
     gates = [_complete(dry_run)]
@@ -173,7 +176,10 @@ def check(
             "--max-conflict-rate with a higher value",
         )
     )
-    gates.append(_legacy_unchanged(pg, settings, dry_run, scope_table, rebuilt_now))
+    if caught_up is not None:
+        gates.append(Gate(LEGACY_UNCHANGED, True, caught_up, ""))
+    else:
+        gates.append(_legacy_unchanged(pg, settings, dry_run, scope_table, rebuilt_now))
     return gates
 
 
@@ -231,5 +237,6 @@ def _legacy_unchanged(
         LEGACY_UNCHANGED,
         stable_during_build and unchanged_since,
         figure,
-        "run `orchestrator dry-run` again on the current data, then promote",
+        "promote with --catch-up, which rebuilds the users changed since the dry run read them from the legacy "
+        "data as it is now (or run `orchestrator dry-run` again)",
     )

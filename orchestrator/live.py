@@ -362,25 +362,64 @@ def refresh_snapshot(
 
 
 def drift(
-    pg: psycopg.Connection, meta_schema: str, live_schema: str, scope_table: sql.Composable | None = None
+    pg: psycopg.Connection,
+    meta_schema: str,
+    live_schema: str,
+    legacy_schema: str,
+    scope_table: sql.Composable | None = None,
 ) -> dict[str, int]:
     """Rows of each live table that differ from what we last left there (added, changed or removed);
-    for a partial promote, among its users' rows only (it touches no other row)."""
+    for a partial promote, among its users' rows only (it touches no other row). A row that vanished
+    with its legacy "User" went through the live tables' ON DELETE CASCADE: that is not drift."""
+    return {
+        live_table: count
+        for live_table, count in drifted(pg, meta_schema, live_schema, legacy_schema, scope_table, per="table")
+    }
+
+
+def drifted_users(
+    pg: psycopg.Connection, meta_schema: str, live_schema: str, legacy_schema: str, scope_table: sql.Composable
+) -> list[str]:
+    """The users in ``scope_table`` whose live rows differ from what we last left there (spec §10:
+    the application wrote them), in id order."""
+    return [user_id for user_id, _ in drifted(pg, meta_schema, live_schema, legacy_schema, scope_table, per="user")]
+
+
+def drifted(pg, meta_schema: str, live_schema: str, legacy_schema: str, scope_table, *, per: str) -> list[tuple]:
     snapshot = sql.Identifier(meta_schema, "live_snapshot")
-    result = {}
+    parts = []
     for live_table in LIVE_TABLES.values():
         if not db.table_exists(pg, live_schema, live_table):
             continue
-        count = pg.execute(
+        parts.append(
             sql.SQL(
-                "select count(*) from ({hashes}) as h full join (select * from {snapshot} as s where s.table_name = %s"
+                "select {table}::text as table_name, coalesce(h.user_id, s.user_id) as user_id"
+                " from ({hashes}) as h full join (select * from {snapshot} as s where s.table_name = {table}"
                 " and {scope}) as s on h.id = s.id where h.row_hash is distinct from s.row_hash"
+                " and not (h.id is null and not exists (select from {users} as u where u.{id} = s.user_id))"
             ).format(
+                table=sql.Literal(live_table),
                 hashes=_row_hashes(sql.Identifier(live_schema, live_table), scope_table),
                 snapshot=snapshot,
                 scope=scope_filter(sql.SQL("s.user_id"), scope_table),
-            ),
-            [live_table],
-        ).fetchone()[0]
-        result[live_table] = count
-    return result
+                users=sql.Identifier(legacy_schema, "User"),
+                id=sql.Identifier("id"),
+            )
+        )
+    if not parts:
+        return []
+    differing = sql.SQL(" union all ").join(parts)
+    if per == "table":
+        counts = dict(
+            pg.execute(
+                sql.SQL("select table_name, count(*) from ({}) as d group by table_name").format(differing)
+            ).fetchall()
+        )
+        return [
+            (table, counts.get(table, 0)) for table in LIVE_TABLES.values() if db.table_exists(pg, live_schema, table)
+        ]
+    return pg.execute(
+        sql.SQL('select user_id, count(*) from ({}) as d group by user_id order by user_id collate "C"').format(
+            differing
+        )
+    ).fetchall()

@@ -65,16 +65,35 @@ def start_dry_run(
     scope: str,
     fingerprint: dict,
     max_conflict_rate: Decimal,
+    batches: int = 1,
+    parent: dict | None = None,
 ) -> str:
+    """Record a dry run (or, with ``parent``, a catch-up of that dry-run state) as started."""
     dry_run_id = new_id()
     pg.execute(
         sql.SQL(
             "insert into {} (dry_run_id, status, scope, legacy_schema, dry_run_schema, fingerprint_before,"
-            " max_conflict_rate) values (%s, 'started', %s, %s, %s, %s, %s)"
+            " max_conflict_rate, batches, parent_dry_run_id, root_dry_run_id)"
+            " values (%s, 'started', %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(_table(meta_schema, "dry_runs")),
-        [dry_run_id, scope, legacy_schema, dry_run_schema, Jsonb(fingerprint), max_conflict_rate],
+        [
+            dry_run_id,
+            scope,
+            legacy_schema,
+            dry_run_schema,
+            Jsonb(fingerprint),
+            max_conflict_rate,
+            batches,
+            parent and parent["dry_run_id"],
+            root_of(parent) if parent else dry_run_id,
+        ],
     )
     return dry_run_id
+
+
+def root_of(dry_run: dict) -> str:
+    """The full dry run a reviewer read that ``dry_run`` descends from (itself for a full dry run)."""
+    return dry_run.get("root_dry_run_id") or dry_run["dry_run_id"]
 
 
 def finish_dry_run(pg, meta_schema: str, dry_run_id: str, **fields) -> None:
@@ -133,6 +152,9 @@ def latest_dry_run(pg, meta_schema: str, *, dry_run_schema: str, legacy_schema: 
 
 # -- the audit ---------------------------------------------------------------------------------------
 
+# a promote or sync round whose writes are in effect: committed, and not rolled back
+IN_EFFECT = sql.SQL("command in ('promote', 'sync') and status = 'committed' and rolled_back_by is null")
+
 
 def record_run(
     pg,
@@ -148,13 +170,15 @@ def record_run(
     message: str | None = None,
     run_id: str | None = None,
     max_conflict_rate: Decimal | None = None,
+    reviewed_users: int | None = None,
+    rebuilt_users: int | None = None,
 ) -> str:
     run_id = run_id or new_id()
     pg.execute(
         sql.SQL(
             "insert into {} (run_id, command, status, os_user, dry_run_id, dbt_invocation_id, live_schema,"
-            " scope, scope_users, gates, message, max_conflict_rate, finished_at)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " scope, scope_users, gates, message, max_conflict_rate, reviewed_users, rebuilt_users, finished_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
             " case when %s = 'started' then null else clock_timestamp() end)"
         ).format(_table(meta_schema, "runs")),
         [
@@ -170,6 +194,8 @@ def record_run(
             Jsonb(gates) if gates is not None else None,
             message,
             max_conflict_rate,
+            reviewed_users,
+            rebuilt_users,
             status,
         ],
     )
@@ -203,9 +229,8 @@ def last_committed_promote(pg, meta_schema: str) -> dict | None:
     """The newest committed promote, not rolled back, that changed the live tables: what rollback undoes."""
     cur = pg.execute(
         sql.SQL(
-            "select * from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " and changed is not false order by started_at desc limit 1"
-        ).format(_table(meta_schema, "runs"))
+            "select * from {runs} where {in_effect} and changed is not false order by started_at desc limit 1"
+        ).format(runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT)
     )
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
@@ -218,7 +243,8 @@ def runs(pg, meta_schema: str, limit: int = 50) -> list[dict]:
         sql.SQL(
             "select run_id, command, status, started_at, finished_at, os_user, db_user, dry_run_id,"
             " dbt_invocation_id, live_schema, scope, scope_users, created_tables, gates, counts, message,"
-            " rolled_back_by, undoes_run_id, max_conflict_rate, changed from {} order by started_at desc limit %s"
+            " rolled_back_by, undoes_run_id, max_conflict_rate, changed, reviewed_users, rebuilt_users"
+            " from {} order by started_at desc limit %s"
         ).format(_table(meta_schema, "runs")),
         [limit],
     )
@@ -230,10 +256,9 @@ def last_promote_of(pg, meta_schema: str, dry_run_id: str) -> dict | None:
     if not db.table_exists(pg, meta_schema, "runs"):
         return None
     cur = pg.execute(
-        sql.SQL(
-            "select * from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " and dry_run_id = %s order by started_at desc limit 1"
-        ).format(_table(meta_schema, "runs")),
+        sql.SQL("select * from {runs} where {in_effect} and dry_run_id = %s order by started_at desc limit 1").format(
+            runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT
+        ),
         [dry_run_id],
     )
     row = cur.fetchone()
@@ -245,21 +270,43 @@ def unchanged_promotes_since(pg, meta_schema: str, promote: dict | None) -> list
     rollback steps over them to the last promote that changed something."""
     rows = pg.execute(
         sql.SQL(
-            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " and changed is false and started_at > %s order by started_at"
-        ).format(_table(meta_schema, "runs")),
+            "select run_id from {runs} where {in_effect} and changed is false and started_at > %s order by started_at"
+        ).format(runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT),
         [promote["started_at"] if promote else "-infinity"],
     ).fetchall()
     return [row[0] for row in rows]
 
 
+def last_state_run(pg, meta_schema: str, dry_run_schema: str) -> dict | None:
+    """The newest promote or sync round in effect that published a dry-run state of ``dry_run_schema`` (not
+    a partial promote's rebuild): where the live tables come from."""
+    if not db.table_exists(pg, meta_schema, "runs"):
+        return None
+    cur = pg.execute(
+        sql.SQL(
+            "select r.* from {runs} as r join {dry_runs} as d on d.dry_run_id = r.dry_run_id"
+            " where {in_effect} and d.dry_run_schema = %s order by r.started_at desc limit 1"
+        ).format(runs=_table(meta_schema, "runs"), dry_runs=_table(meta_schema, "dry_runs"), in_effect=IN_EFFECT),
+        [dry_run_schema],
+    )
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def dry_run(pg, meta_schema: str, dry_run_id: str) -> dict | None:
+    cur = pg.execute(
+        sql.SQL("select * from {} where dry_run_id = %s").format(_table(meta_schema, "dry_runs")), [dry_run_id]
+    )
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
 def live_promotes(pg, meta_schema: str) -> list[str]:
     """Committed promotes not rolled back yet, oldest first: what `rollback --drop` undoes."""
     rows = pg.execute(
-        sql.SQL(
-            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " order by started_at"
-        ).format(_table(meta_schema, "runs"))
+        sql.SQL("select run_id from {runs} where {in_effect} order by started_at").format(
+            runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT
+        )
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -274,10 +321,9 @@ def mark_rolled_back(pg, meta_schema: str, rollback_id: str, promote_ids: list[s
 def promotes_older_than(pg, meta_schema: str, keep: int) -> list[str]:
     """Committed promotes not rolled back, but for the ``keep`` most recent: whose backups cleanup removes."""
     rows = pg.execute(
-        sql.SQL(
-            "select run_id from {} where command = 'promote' and status = 'committed' and rolled_back_by is null"
-            " order by started_at desc offset %s"
-        ).format(_table(meta_schema, "runs")),
+        sql.SQL("select run_id from {runs} where {in_effect} order by started_at desc offset %s").format(
+            runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT
+        ),
         [keep],
     ).fetchall()
     return [row[0] for row in rows]
@@ -296,24 +342,28 @@ def mark_backups_removed(pg, meta_schema: str, promote_ids: list[str]) -> None:
 # -- the users of a partial promote ------------------------------------------------------------------
 
 SCOPE_TABLE = "user_scope"  # read by the dbt rebuild too (the source migration_meta.user_scope)
+PROFILE_SCOPE_TABLE = "profile_scope"  # orphan Profiles a catch-up rebuilds (migration_meta.profile_scope)
 
 
 def scope_table(meta_schema: str) -> sql.Identifier:
     return _table(meta_schema, SCOPE_TABLE)
 
 
-def write_user_scope(pg, meta_schema: str, users: list[str]) -> sql.Identifier:
-    """The users of a partial promote, in the metadata table the dbt rebuild reads (under the promote lock)."""
-    table = scope_table(meta_schema)
+def write_user_scope(pg, meta_schema: str, users: list[str], profiles: list[str] = ()) -> sql.Identifier:
+    """The users of a partial rebuild (and the orphan Profiles a catch-up rebuilds), in the metadata
+    tables the dbt rebuild reads (under the promote lock)."""
+    table, profile_table = scope_table(meta_schema), _table(meta_schema, PROFILE_SCOPE_TABLE)
     with pg.transaction():
         pg.execute(sql.SQL("create table if not exists {} (user_id text primary key)").format(table))
-        pg.execute(sql.SQL("truncate {}").format(table))
-        with pg.cursor().copy(sql.SQL("copy {} (user_id) from stdin").format(table)) as copy:
-            for user_id in dict.fromkeys(users):
-                copy.write_row([user_id])
-        # with its real row count, the planner reaches the users' rows through the live tables' and the
-        # snapshot's user indexes instead of scanning them (it assumed ~1,400 users in a fresh table)
-        pg.execute(sql.SQL("analyze {}").format(table))
+        pg.execute(sql.SQL("create table if not exists {} (legacy_profile_id text primary key)").format(profile_table))
+        pg.execute(sql.SQL("truncate {}, {}").format(table, profile_table))
+        for target, ids in ((table, users), (profile_table, profiles)):
+            with pg.cursor().copy(sql.SQL("copy {} from stdin").format(target)) as copy:
+                for owner_id in dict.fromkeys(ids):
+                    copy.write_row([owner_id])
+            # with its real row count, the planner reaches the users' rows through the live tables' and the
+            # snapshot's user indexes instead of scanning them (it assumed ~1,400 users in a fresh table)
+            pg.execute(sql.SQL("analyze {}").format(target))
     return table
 
 
@@ -327,6 +377,16 @@ def unknown_scope_users(pg, meta_schema: str, legacy_schema: str, limit: int = 5
         [limit],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def record_rebuilt_owners(pg, meta_schema: str, run_id: str, users: list[str], profiles: list[str]) -> None:
+    """Keep the owners a catch-up or sync round rebuilt with its audit row (spec §10)."""
+    with pg.cursor().copy(
+        sql.SQL("copy {} (run_id, owner_kind, owner_id) from stdin").format(_table(meta_schema, "run_rebuilt_owners"))
+    ) as copy:
+        for kind, ids in (("user", users), ("profile", profiles)):
+            for owner_id in ids:
+                copy.write_row([run_id, kind, owner_id])
 
 
 def record_scope_users(pg, meta_schema: str, run_id: str) -> None:

@@ -24,6 +24,13 @@ create table if not exists dry_runs (
 alter table dry_runs add column if not exists dry_run_tables jsonb;  -- metadata made before it existed
 -- the conflict-rate threshold the summary's check used (the dbt var max_conflict_rate)
 alter table dry_runs add column if not exists max_conflict_rate numeric;
+-- a dry-run state is a full dry run (scope 'all'), or one caught up from the state before it for the
+-- owners changed since (scope 'catch-up': promote --catch-up, sync): its parent, and the full dry run a
+-- reviewer read that it descends from (its root; a full dry run is its own root)
+alter table dry_runs add column if not exists parent_dry_run_id text;
+alter table dry_runs add column if not exists root_dry_run_id text;
+-- the hash batches of users its per-user models were built in (orchestrator dry-run --batches)
+alter table dry_runs add column if not exists batches integer;
 
 create table if not exists runs (
     run_id             text primary key,
@@ -49,6 +56,20 @@ create table if not exists runs (
 alter table runs add column if not exists max_conflict_rate numeric;
 -- false for a committed promote that changed no live row: rollback skips it (NULL: recorded before this)
 alter table runs add column if not exists changed boolean;
+-- promote --catch-up and sync: users of the reviewed dry run, and owners rebuilt since the review
+alter table runs add column if not exists reviewed_users integer;
+alter table runs add column if not exists rebuilt_users integer;
+alter table runs drop constraint if exists runs_command_check;
+alter table runs add constraint runs_command_check check (command in ('promote', 'rollback', 'sync'));
+
+-- the owners a catch-up or sync round rebuilt from the legacy data changed since (user ids, orphan
+-- Profile ids)
+create table if not exists run_rebuilt_owners (
+    run_id     text not null,
+    owner_kind text not null,
+    owner_id   text not null,
+    primary key (run_id, owner_kind, owner_id)
+);
 
 create table if not exists run_scope_users (
     run_id  text not null,
@@ -83,4 +104,29 @@ create table if not exists run_inserted_ids (
     table_name text not null,
     id         text not null,
     primary key (run_id, table_name, id)
+);
+
+-- What a reference point read of the legacy tables, per owner (orchestrator/changes.py, spec §10): a
+-- user id or an orphan Profile id, and a digest of its rows' ids and versions. dry_run_reads: what the
+-- latest dry-run state read (a dry run, then each catch-up); live_reads: what the live tables reflect
+-- (each promote and sync round). The owners whose digest differs now are the ones changed since.
+create table if not exists dry_run_reads (
+    owner_kind text not null check (owner_kind in ('user', 'profile')),
+    owner_id   text not null,
+    digest     numeric not null,
+    primary key (owner_kind, owner_id)
+);
+create table if not exists live_reads (
+    owner_kind text not null check (owner_kind in ('user', 'profile')),
+    owner_id   text not null,
+    digest     numeric not null,
+    primary key (owner_kind, owner_id)
+);
+-- rollback: the live reads a promote or sync round replaced (digest NULL: the owner had none)
+create table if not exists run_read_backups (
+    run_id     text not null,
+    owner_kind text not null,
+    owner_id   text not null,
+    digest     numeric,
+    primary key (run_id, owner_kind, owner_id)
 );

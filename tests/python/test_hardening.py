@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 from orchestrator import dry_run, faults, fixtures, locks, roles, verify
 from orchestrator import promote as promoting
 from orchestrator import reports as reporting
+from orchestrator import rollback as rolling_back
 from orchestrator.cli import app
 from orchestrator.config import ConnInfo
 from orchestrator.errors import CheckFailed, OrchestratorError
@@ -214,7 +215,7 @@ class Stage:
         return promoting.promote(self.settings, self.conn, confirm=no_prompt, **kwargs)
 
     def rollback(self, drop: bool = False):
-        return promoting.rollback(self.settings, self.conn, drop=drop, confirm=no_prompt)
+        return rolling_back.rollback(self.settings, self.conn, drop=drop, confirm=no_prompt)
 
     def go(self, target: str) -> None:
         """Bring the live tables to ``target`` with ordinary promotes and rollbacks."""

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from orchestrator import dry_run, fixtures, locks, metadata, reports, verify
 from orchestrator import promote as promoting
+from orchestrator import rollback as rolling_back
 from orchestrator.cli import app
 from orchestrator.errors import CheckFailed
 
@@ -305,15 +306,15 @@ def test_rollback_restores_the_state_before_the_last_promote(fresh):
     dry_run.dry_run(settings, conn)
     promote(settings, conn)
     assert live_dump(conn) != first
-    result = promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    result = rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
     assert not result.dropped and result.legacy_unchanged
     assert live_dump(conn) == first
     # the next rollback undoes the first promote, which created the tables: they are dropped
-    result = promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    result = rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
     assert result.dropped
     assert live_dump(conn) == {"UserProfile": [], "ContextIntent": []}
     with pytest.raises(CheckFailed, match="no promote to roll back"):
-        promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+        rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
     legacy_after = legacy_dump(conn)
     assert legacy_after["ChatMessage"] == legacy_before["ChatMessage"]
     assert legacy_after["User"] == legacy_before["User"]
@@ -323,7 +324,7 @@ def test_rollback_drop_removes_the_new_tables(fresh):
     settings, conn = fresh
     promote(settings, conn)
     promote(settings, conn)
-    result = promoting.rollback(settings, conn, drop=True, confirm=no_prompt)
+    result = rolling_back.rollback(settings, conn, drop=True, confirm=no_prompt)
     assert result.dropped and result.legacy_unchanged
     with psycopg.connect(**conn.kwargs()) as pg:
         assert pg.execute("select to_regclass('legacy_fixtures.\"UserProfile\"')").fetchone()[0] is None
@@ -341,7 +342,7 @@ def test_live_drift_refuses_without_force(fresh):
     with pytest.raises(CheckFailed, match=r'1 rows differ: "UserProfile" 1'):
         promote(settings, conn)
     with pytest.raises(CheckFailed, match="--force"):
-        promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+        rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
     promote(settings, conn, force=True)
     with psycopg.connect(**conn.kwargs()) as pg:
         assert (
@@ -465,7 +466,7 @@ def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
     dry_run.dry_run(settings, conn)
     promote(settings, conn)
     assert live_dump(conn) != before_change
-    promoting.rollback(settings, conn, drop=False, confirm=no_prompt)
+    rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
     assert live_dump(conn) == before_change
 
 

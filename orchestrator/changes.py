@@ -1,0 +1,260 @@
+"""What a run read of the legacy tables, per owner, and which owners changed since (spec §10).
+
+Change detection only reads: no trigger, no column, nothing written to a legacy table. An *owner* is
+- a user id: its "User" row, every "ContextProfile" whose "userId" is that id (also when no such user
+  exists: the orphan context profiles of a dangling id) and every "Profile" those name; or
+- an orphan "Profile" (its "contextProfileId" names no context profile), by its own id.
+
+An owner's digest sums a 64-bit hash of each of its rows' table, id and version (``xmin``, the
+transaction that wrote that row version). An insert, an update of any column (even to the same
+value), a delete, or a row moving to another owner changes the digest of every owner involved. A run
+takes the digests before it reads; the owners whose digests differ later (or appear, or vanish) are
+the ones changed since. A row inserted and deleted again between two digests leaves no trace; a run
+that read it in between holds a row that no longer exists: docs/decisions.md says how we bound that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psycopg
+from psycopg import sql
+
+from orchestrator import fingerprint
+
+# the metadata tables of the two reference points: what the dry-run state read, what the live tables reflect
+STATES = {"dry_run": "dry_run_reads", "live": "live_reads"}
+BACKUPS = "run_read_backups"
+NOW = "legacy_reads_now"  # temporary tables of the session: the digests just taken, of every owner
+REBUILT = "legacy_reads_rebuilt"  # ... and of the users a partial rebuild reads
+
+
+@dataclasses.dataclass
+class Changes:
+    users: list[str]  # user ids (existing or dangling) whose rows changed
+    profiles: list[str]  # orphan Profile ids that changed (or stopped or started being orphans)
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.profiles)
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(
+            users=sorted({*self.users, *other.users}, key=str.encode),
+            profiles=sorted({*self.profiles, *other.profiles}, key=str.encode),
+        )
+
+    def describe(self) -> str:
+        return f"{len(self.users)} users" + (f" and {len(self.profiles)} orphan profiles" if self.profiles else "")
+
+
+def take(
+    pg: psycopg.Connection, legacy_schema: str, users: sql.Composable | None = None, *, name: str = NOW
+) -> sql.Identifier:
+    """The digests of every owner now (or only of the users in table ``users``), into temporary table
+    ``name`` (replaced on each call); one statement, so one snapshot of the three tables."""
+    table = sql.Identifier(name)
+    only = (
+        sql.SQL("")
+        if users is None
+        else sql.SQL(" where owner_kind = 'user' and owner_id in (select user_id from {})").format(users)
+    )
+    pg.execute(sql.SQL("drop table if exists {}").format(table))
+    pg.execute(sql.SQL("create temporary table {} (owner_kind text, owner_id text, digest numeric)").format(table))
+    pg.execute(
+        sql.SQL(
+            "insert into {now} (owner_kind, owner_id, digest)"
+            " select owner_kind, owner_id, sum(row_hash) from ("
+            " select 'user' as owner_kind, u.{id} as owner_id,"
+            " hashtextextended('User/' || u.{id} || '/' || u.xmin::text, 0) as row_hash from {users} as u"
+            " union all"
+            " select 'user', cp.{user_id}, hashtextextended('ContextProfile/' || cp.{id} || '/' || cp.xmin::text, 0)"
+            " from {context_profiles} as cp"
+            " union all"
+            " select case when cp.{id} is null then 'profile' else 'user' end, coalesce(cp.{user_id}, p.{id}),"
+            " hashtextextended('Profile/' || p.{id} || '/' || p.xmin::text, 0)"
+            " from {profiles} as p left join {context_profiles} as cp on cp.{id} = p.{context_profile_id}"
+            ") as owned{only} group by owner_kind, owner_id"
+        ).format(
+            now=table,
+            only=only,
+            id=sql.Identifier("id"),
+            user_id=sql.Identifier("userId"),
+            context_profile_id=sql.Identifier("contextProfileId"),
+            users=sql.Identifier(legacy_schema, "User"),
+            context_profiles=sql.Identifier(legacy_schema, "ContextProfile"),
+            profiles=sql.Identifier(legacy_schema, "Profile"),
+        )
+    )
+    pg.execute(sql.SQL("analyze {}").format(table))
+    return table
+
+
+def take_with_fingerprint(pg: psycopg.Connection, legacy_schema: str) -> tuple[sql.Identifier, dict]:
+    """The digests of every owner and the legacy fingerprint, both of one snapshot (repeatable read)."""
+    with pg.transaction():
+        pg.execute("set transaction isolation level repeatable read")
+        now = take(pg, legacy_schema)
+        return now, fingerprint.legacy_fingerprint(pg, legacy_schema)
+
+
+def _state(meta_schema: str, state: str) -> sql.Identifier:
+    return sql.Identifier(meta_schema, STATES[state])
+
+
+def recorded(pg: psycopg.Connection, meta_schema: str, state: str) -> bool:
+    """Whether ``state`` holds any reads (a promote or dry run recorded them)."""
+    return pg.execute(sql.SQL("select exists (select from {})").format(_state(meta_schema, state))).fetchone()[0]
+
+
+def changed_since(pg: psycopg.Connection, meta_schema: str, state: str, now: sql.Identifier) -> Changes:
+    """The owners whose digest in ``now`` differs from the one ``state`` recorded (new and vanished
+    owners included), in id order."""
+    rows = pg.execute(
+        sql.SQL(
+            "select coalesce(n.owner_kind, r.owner_kind), coalesce(n.owner_id, r.owner_id)"
+            " from {now} as n full join {recorded} as r on r.owner_kind = n.owner_kind and r.owner_id = n.owner_id"
+            ' where n.digest is distinct from r.digest order by 1, 2 collate "C"'
+        ).format(now=now, recorded=_state(meta_schema, state))
+    ).fetchall()
+    return Changes(
+        users=[owner for kind, owner in rows if kind == "user"],
+        profiles=[owner for kind, owner in rows if kind == "profile"],
+    )
+
+
+def replace(pg: psycopg.Connection, meta_schema: str, state: str, source: sql.Composable) -> None:
+    """``state`` := every digest of ``source`` (a table of owner_kind, owner_id, digest)."""
+    target = _state(meta_schema, state)
+    pg.execute(sql.SQL("truncate {}").format(target))
+    pg.execute(
+        sql.SQL("insert into {} (owner_kind, owner_id, digest) select owner_kind, owner_id, digest from {}").format(
+            target, source
+        )
+    )
+
+
+def update(
+    pg: psycopg.Connection,
+    meta_schema: str,
+    state: str,
+    now: sql.Identifier,
+    changes: Changes,
+    *,
+    backup_run_id: str | None = None,
+) -> None:
+    """``state`` := ``now`` for the owners in ``changes``; with ``backup_run_id``, their previous digests
+    are kept for the rollback of that run."""
+    target = _state(meta_schema, state)
+    owners = sql.SQL(
+        "(select 'user' as owner_kind, unnest(%(users)s::text[]) as owner_id"
+        " union all select 'profile', unnest(%(profiles)s::text[]))"
+    )
+    params = {"users": changes.users, "profiles": changes.profiles, "run_id": backup_run_id}
+    if backup_run_id is not None:
+        pg.execute(
+            sql.SQL(
+                "insert into {backups} (run_id, owner_kind, owner_id, digest)"
+                " select %(run_id)s, o.owner_kind, o.owner_id, r.digest from {owners} as o"
+                " left join {target} as r on r.owner_kind = o.owner_kind and r.owner_id = o.owner_id"
+                " on conflict do nothing"
+            ).format(backups=sql.Identifier(meta_schema, BACKUPS), owners=owners, target=target),
+            params,
+        )
+    pg.execute(
+        sql.SQL(
+            "delete from {target} as r using {owners} as o"
+            " where r.owner_kind = o.owner_kind and r.owner_id = o.owner_id"
+        ).format(target=target, owners=owners),
+        params,
+    )
+    pg.execute(
+        sql.SQL(
+            "insert into {target} (owner_kind, owner_id, digest) select n.owner_kind, n.owner_id, n.digest"
+            " from {now} as n join {owners} as o on o.owner_kind = n.owner_kind and o.owner_id = n.owner_id"
+        ).format(target=target, now=now, owners=owners),
+        params,
+    )
+
+
+def backup_all(pg: psycopg.Connection, meta_schema: str, run_id: str, replacement: sql.Composable) -> None:
+    """Before ``live`` is replaced by ``replacement`` (a full promote): keep, for its rollback, the live
+    digests that differ from it (NULL digest: the owner had none)."""
+    pg.execute(
+        sql.SQL(
+            "insert into {backups} (run_id, owner_kind, owner_id, digest)"
+            " select %s, coalesce(r.owner_kind, n.owner_kind), coalesce(r.owner_id, n.owner_id), r.digest"
+            " from {live} as r full join {replacement} as n"
+            " on n.owner_kind = r.owner_kind and n.owner_id = r.owner_id where r.digest is distinct from n.digest"
+        ).format(
+            backups=sql.Identifier(meta_schema, BACKUPS), live=_state(meta_schema, "live"), replacement=replacement
+        ),
+        [run_id],
+    )
+
+
+def restore(pg: psycopg.Connection, meta_schema: str, run_id: str) -> None:
+    """Undo one run's change to the live reads (its rollback)."""
+    live, backups = _state(meta_schema, "live"), sql.Identifier(meta_schema, BACKUPS)
+    pg.execute(
+        sql.SQL(
+            "delete from {live} as r using {backups} as b where b.run_id = %s"
+            " and r.owner_kind = b.owner_kind and r.owner_id = b.owner_id"
+        ).format(live=live, backups=backups),
+        [run_id],
+    )
+    pg.execute(
+        sql.SQL(
+            "insert into {live} (owner_kind, owner_id, digest) select owner_kind, owner_id, digest from {backups}"
+            " where run_id = %s and digest is not null"
+        ).format(live=live, backups=backups),
+        [run_id],
+    )
+
+
+def forget(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None:
+    pg.execute(sql.SQL("delete from {} where run_id = any(%s)").format(sql.Identifier(meta_schema, BACKUPS)), [run_ids])
+
+
+def clear(pg: psycopg.Connection, meta_schema: str, state: str) -> None:
+    pg.execute(sql.SQL("truncate {}").format(_state(meta_schema, state)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reads:
+    """What a promote or sync round records as the live tables' reads once it has written them: all of
+    the dry-run state's (a full promote), or the digests of the owners it wrote (a session table)."""
+
+    source: str  # "dry_run": the dry-run state's reads; else the name of a temporary table of the session
+    changes: Changes | None = None  # the owners to update (None: replace every owner)
+
+    @classmethod
+    def whole(cls, meta_schema: str, state: str) -> Reads:
+        return cls(state)
+
+    @classmethod
+    def users(cls, users: list[str], table: str) -> Reads:
+        return cls(table, Changes(users=list(users), profiles=[]))
+
+    @classmethod
+    def owners(cls, changed: Changes, table: str) -> Reads:
+        return cls(table, changed)
+
+    def record(self, pg: psycopg.Connection, meta_schema: str, run_id: str, *, created: bool) -> None:
+        """Inside the run's transaction: the live reads become these (the ones replaced kept for rollback,
+        unless the run created the live tables: its rollback drops them)."""
+        if self.changes is None:
+            source = _state(meta_schema, self.source)
+            if created:
+                clear(pg, meta_schema, "live")
+            else:
+                backup_all(pg, meta_schema, run_id, source)
+            replace(pg, meta_schema, "live", source)
+            return
+        update(
+            pg,
+            meta_schema,
+            "live",
+            sql.Identifier(self.source),
+            self.changes,
+            backup_run_id=None if created else run_id,
+        )

@@ -1,0 +1,192 @@
+"""Publishing a gated dry-run state into the live tables: the one audited transaction that promote and
+each sync round end with (spec §8, §9).
+
+Order: show the plan and ask → record `started` → one transaction: lock the dry-run tables and check
+they are the ones the gates passed, re-check the legacy fingerprint (unless the state was just caught
+up), check live drift, create the tables if absent, back up and write only the rows that differ,
+refresh the snapshot, record the live reads, record `committed`. A failure records `failed`; a killed
+process leaves `started`, which the next run reports and marks `died`. ``fault_point`` calls mark
+where the hardening tests crash it (orchestrator/faults.py, docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from orchestrator import changes, db, fingerprint, gates, live, metadata
+from orchestrator.config import Settings
+from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.faults import fault_point
+
+
+def refuse_failed_gates(pg, settings: Settings, checked: list[gates.Gate], audit: dict, command: str) -> None:
+    failed = [gate for gate in checked if not gate.passed]
+    if failed:
+        metadata.record_run(
+            pg, settings.meta_schema, status="refused", message="; ".join(g.name for g in failed), **audit
+        )
+        raise CheckFailed(
+            f"{command} refused, nothing was changed: "
+            + "; ".join(f"gate '{g.name}' failed ({g.figure}): {g.remedy}" for g in failed)
+        )
+
+
+def publish(
+    pg: psycopg.Connection,
+    settings: Settings,
+    dry_run: dict,
+    dry_run_schema: str,
+    scope_table: sql.Composable | None,
+    audit: dict,
+    *,
+    confirm: Callable[[dict], None],
+    force: bool,
+    lock_timeout: str,
+    legacy_check: bool,
+    reads: changes.Reads,
+    rebuilt: changes.Changes | None = None,
+) -> tuple[str, dict, bool]:
+    """Write the gated dry run's rows (of the users in ``scope_table``; all without one) into the live
+    tables in one audited transaction: the plan is shown and confirmed, the run recorded `started`, then
+    the live rows that differ are replaced (backed up for rollback), the snapshot refreshed and the live
+    reads recorded (``reads``), and the run `committed`. Returns (run id, plan, created the tables)."""
+    present = live.live_tables_present(pg, settings.live_schema)
+    if any(present.values()) and not all(present.values()):
+        raise OrchestratorError(
+            f"only one of the live tables exists in schema {settings.live_schema} ({present}): "
+            f"run `orchestrator rollback --drop` to start clean"
+        )
+    exists = all(present.values())
+    pairs = live.table_pairs(pg, dry_run_schema, settings.live_schema) if exists else None
+    change_plan = (
+        {p.live_table: live.plan(pg, p, scope_table, True) for p in pairs}
+        if exists
+        else _plan_for_new_tables(pg, dry_run_schema, scope_table)
+    )
+    confirm(change_plan)
+
+    command = audit["command"]
+    run_id = metadata.record_run(pg, settings.meta_schema, status="started", **audit)
+    if audit["scope"] == "users":
+        metadata.record_scope_users(pg, settings.meta_schema, run_id)
+    if rebuilt is not None:
+        metadata.record_rebuilt_owners(pg, settings.meta_schema, run_id, rebuilt.users, rebuilt.profiles)
+    fault_point(f"{command}:started")
+    try:
+        with pg.transaction():
+            pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
+            _hold_dry_run(pg, dry_run, dry_run_schema)
+            if legacy_check:
+                current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
+                if current != dry_run["fingerprint_after"]:
+                    raise CheckFailed(
+                        f"{command} refused, nothing was changed: the legacy tables changed after the gates were "
+                        "checked ("
+                        + fingerprint.describe_difference(dry_run["fingerprint_after"], current)
+                        + "): promote with --catch-up to rebuild the users changed since"
+                    )
+            if exists:
+                refuse_drift(pg, settings, force, command, scope_table)
+                for pair in pairs:
+                    live.write(pg, pair, scope_table, settings.meta_schema, run_id)
+                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, scope_table)
+            else:
+                live.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
+                for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
+                    live.load_new(pg, pair, scope_table)
+                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+            reads.record(pg, settings.meta_schema, run_id, created=not exists)
+            fault_point(f"{command}:before-audit")
+            metadata.finish_run(
+                pg,
+                settings.meta_schema,
+                run_id,
+                "committed",
+                counts=change_plan,
+                created_tables=not exists,
+                changed=not exists or _changes_rows(change_plan),
+            )
+            fault_point(f"{command}:audit-row")
+    except BaseException as exc:
+        record_outcome_and_reraise(
+            pg,
+            settings,
+            run_id,
+            exc,
+            lock_timeout,
+            "the live tables (or the dry-run tables, while a dbt build replaces them)",
+        )
+    fault_point(f"{command}:after-commit")
+    return run_id, change_plan, not exists
+
+
+def _changes_rows(plan: dict[str, dict[str, int]]) -> bool:
+    return any(counts[change] for counts in plan.values() for change in ("inserted", "updated", "deleted"))
+
+
+def _hold_dry_run(pg: psycopg.Connection, dry_run: dict, dry_run_schema: str) -> None:
+    """Inside the promote transaction: lock the dry-run tables promote reads (a dbt build replacing them
+    waits until the commit: dbt renames in a transaction), and make sure they are the very tables the
+    gated dry run built, not a later rebuild (another dry run, or dbt run by hand)."""
+    present = [t for t in metadata.DRY_RUN_TABLES if db.table_exists(pg, dry_run_schema, t)]
+    if present:
+        pg.execute(
+            sql.SQL("lock table {} in share mode").format(
+                sql.SQL(", ").join(sql.Identifier(dry_run_schema, t) for t in present)
+            )
+        )
+    now = metadata.dry_run_relations(pg, dry_run_schema)
+    if not dry_run.get("dry_run_tables") or now != dry_run["dry_run_tables"]:
+        raise CheckFailed(
+            f"promote refused, nothing was changed: the tables in schema {dry_run_schema} are not the ones dry run "
+            f"{dry_run['dry_run_id']} built and the gates checked (a later dbt build replaced them, or that dry "
+            f"run is still building): run `orchestrator dry-run` again, then promote"
+        )
+
+
+def _plan_for_new_tables(pg, dry_run_schema: str, scope_table: sql.Composable | None) -> dict[str, dict[str, int]]:
+    plan = {}
+    for dry_table, live_table in live.LIVE_TABLES.items():
+        count = pg.execute(
+            sql.SQL("select count(*) from {} as d where {}").format(
+                sql.Identifier(dry_run_schema, dry_table), live.scope_filter(sql.SQL("d.user_id"), scope_table)
+            )
+        ).fetchone()[0]
+        plan[live_table] = {"inserted": count, "updated": 0, "deleted": 0, "unchanged": 0}
+    return plan
+
+
+def refuse_drift(pg, settings: Settings, force: bool, command: str, scope_table: sql.Composable | None = None) -> None:
+    differing = live.drift(pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table)
+    total = sum(differing.values())
+    if total and not force:
+        detail = ", ".join(f'"{table}" {count}' for table, count in differing.items() if count)
+        raise CheckFailed(
+            f"{command} refused, nothing was changed: the live tables changed since our last promote or rollback "
+            f"({total} rows differ: {detail}), probably written by the application: check them, then use --force "
+            f"to overwrite"
+        )
+
+
+def record_outcome_and_reraise(
+    pg, settings: Settings, run_id: str, exc: BaseException, lock_timeout: str, what: str
+) -> None:
+    """A run's transaction failed: record `refused` (a check) or `failed`, then re-raise; a lock wait
+    that ran out becomes a clear could-not-run error."""
+    with contextlib.suppress(psycopg.Error):
+        status = "refused" if isinstance(exc, CheckFailed) else "failed"
+        metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        raise OrchestratorError(
+            f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "
+            f"retry later or raise --lock-timeout"
+        ) from None
+    raise exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500] or type(exc).__name__

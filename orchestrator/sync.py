@@ -1,0 +1,232 @@
+"""`orchestrator sync`: follow the application's writes to the legacy tables after a promote (spec §10).
+
+A round: take the legacy reads (orchestrator/changes.py) → the owners changed since the live tables'
+reads (or the dry-run state's) → catch the dry-run state up for them (dry_run.catch_up: rebuilt with
+every data test, the summary rebuilt) → every gate over the combined result → write those users' live
+rows in one audited transaction (kind `sync`; rollback undoes one round at a time). The round's reads
+become the next round's reference, so a write that races a round is caught by the next one.
+
+Cutover (the application writes the live tables itself): a round never overwrites a live row changed
+since our last write; those users are skipped and listed (exit 1) unless ``force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from orchestrator import changes, gates, live, locks, metadata
+from orchestrator import dry_run as dry_running
+from orchestrator.config import ConnInfo, Settings
+from orchestrator.dbt import preload
+from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.feedback import SILENT, Feedback
+from orchestrator.publish import publish, refuse_failed_gates
+
+
+@dataclasses.dataclass
+class RoundResult:
+    run_id: str | None  # None: nothing had changed, nothing was written
+    changed: changes.Changes
+    written_users: int
+    skipped: list[str]  # users whose live rows the application changed since our last write
+    plan: dict[str, dict[str, int]]
+    seconds: float
+
+    @property
+    def rows_written(self) -> int:
+        return sum(c["inserted"] + c["updated"] + c["deleted"] for c in self.plan.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "changed_users": len(self.changed.users),
+            "changed_orphan_profiles": len(self.changed.profiles),
+            "written_users": self.written_users,
+            "rows_written": self.rows_written,
+            "skipped_users": self.skipped,
+            "plan": self.plan,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def sync_round(
+    settings: Settings,
+    conn: ConnInfo,
+    *,
+    confirm: Callable[[dict], None],
+    max_conflict_rate: Decimal | None = None,
+    force: bool = False,
+    lock_timeout: str = "5s",
+    feedback: Feedback = SILENT,
+) -> RoundResult:
+    """One round. A round with nothing to do writes nothing (no audit row)."""
+    started = time.monotonic()
+    preload()
+    with locks.promote_lock(conn, "sync", lock_timeout) as pg:
+        metadata.ensure(pg, settings.meta_schema)
+        metadata.mark_dead_runs(pg, settings.meta_schema)
+        state = _state_in_effect(pg, settings)
+        threshold = gates.threshold_of(settings, state).value if max_conflict_rate is None else max_conflict_rate
+        now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema)
+        changed = changes.changed_since(pg, settings.meta_schema, "live", now) | changes.changed_since(
+            pg, settings.meta_schema, "dry_run", now
+        )
+        if not changed:
+            return RoundResult(None, changed, 0, [], {}, time.monotonic() - started)
+        scope_table = metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
+        drifted = live.drifted_users(
+            pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table
+        )
+        skipped = [] if force else drifted
+        outcome = dry_running.catch_up(
+            settings,
+            conn,
+            pg,
+            state=state,
+            now=now,
+            fingerprint_now=fingerprint_now,
+            changed=changed,
+            max_conflict_rate=threshold,
+            feedback=feedback,
+        )
+        dry_run = outcome.record
+        caught_up = f"caught up: {changed.describe()} changed since the last round were rebuilt"
+        checked = gates.check(
+            pg,
+            settings,
+            dry_run,
+            dry_run_schema=dry_run["dry_run_schema"],
+            max_conflict_rate=threshold,
+            scope_table=None,
+            caught_up=caught_up,
+        )
+        written = [user for user in changed.users if user not in set(skipped)]
+        audit = {
+            "command": "sync",
+            "live_schema": settings.live_schema,
+            "scope": "users",
+            "scope_users": len(written),
+            "dry_run": dry_run,
+            "gates": {g.name: g.as_dict() for g in checked},
+            "max_conflict_rate": threshold,
+            "rebuilt_users": len(changed.users),
+        }
+        refuse_failed_gates(pg, settings, checked, audit, "sync")
+        plan: dict = {}
+        run_id = None
+        if written:
+            scope_table = metadata.write_user_scope(pg, settings.meta_schema, written)
+            run_id, plan, _ = publish(
+                pg,
+                settings,
+                dry_run,
+                settings.dry_run_schema,
+                scope_table,
+                audit,
+                confirm=confirm,
+                force=force,
+                lock_timeout=lock_timeout,
+                legacy_check=False,
+                reads=changes.Reads.owners(changes.Changes(written, changed.profiles), changes.NOW),
+                rebuilt=changed,
+            )
+    return RoundResult(run_id, changed, len(written), skipped, plan, time.monotonic() - started)
+
+
+def _state_in_effect(pg, settings: Settings) -> dict:
+    """The dry-run state the live tables come from; a round refuses when there is none, or when a newer
+    dry run (another review) is waiting for its promote."""
+    run = metadata.last_state_run(pg, settings.meta_schema, settings.dry_run_schema)
+    present = live.live_tables_present(pg, settings.live_schema)
+    if run is None or not all(present.values()) or not changes.recorded(pg, settings.meta_schema, "live"):
+        raise OrchestratorError(
+            f"there is nothing to sync: no promote of the dry run is in effect in schema {settings.live_schema} "
+            f"(none ran, or rollback undid it): run `orchestrator promote` first"
+        )
+    state = metadata.latest_dry_run(
+        pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=settings.legacy_schema
+    )
+    promoted = metadata.dry_run(pg, settings.meta_schema, run["dry_run_id"])
+    if state is None or metadata.root_of(state) != metadata.root_of(promoted):
+        raise CheckFailed(
+            f"dry run {state['dry_run_id'] if state else '?'} is newer than the one the live tables come from "
+            f"({metadata.root_of(promoted)}) and has not been promoted: promote it (`orchestrator promote "
+            f"--catch-up`) or run sync after that; nothing was changed"
+        )
+    if state["scope"] != "catch-up" and state["status"] != "built":
+        raise CheckFailed(
+            f"dry run {state['dry_run_id']} is {state['status']}: run `orchestrator dry-run` again; nothing was changed"
+        )
+    return state
+
+
+class Stop:
+    """Ctrl-C or SIGTERM while following: the first ends the loop after the round in progress, a second
+    interrupts at once."""
+
+    def __init__(self, feedback: Feedback):
+        self.event = threading.Event()
+        self.feedback = feedback
+
+    def __enter__(self) -> Stop:
+        # signal handlers belong to the main thread (a follow in another thread stops through ``event``)
+        main = threading.current_thread() is threading.main_thread()
+        self.previous = (
+            {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        self.feedback.note("Stopping after this round (Ctrl-C again to stop now).")
+
+
+def follow(
+    settings: Settings,
+    conn: ConnInfo,
+    *,
+    interval: float,
+    on_round: Callable[[RoundResult], None],
+    max_conflict_rate: Decimal | None = None,
+    force: bool = False,
+    lock_timeout: str = "5s",
+    feedback: Feedback = SILENT,
+    rounds: int | None = None,
+) -> list[str]:
+    """Rounds every ``interval`` seconds until Ctrl-C or SIGTERM (or ``rounds`` rounds). Every round's
+    result goes to ``on_round``; a refused round is reported and the next one tries again. Returns the
+    users skipped in any round (the application wrote their live rows)."""
+    skipped: dict[str, None] = {}
+    done = 0
+    with Stop(feedback) as stop:
+        while not stop.event.is_set() and (rounds is None or done < rounds):
+            try:
+                result = sync_round(
+                    settings,
+                    conn,
+                    confirm=lambda plan: None,
+                    max_conflict_rate=max_conflict_rate,
+                    force=force,
+                    lock_timeout=lock_timeout,
+                    feedback=SILENT,
+                )
+            except CheckFailed as refusal:
+                feedback.note(f"round refused: {refusal}")
+            else:
+                skipped.update(dict.fromkeys(result.skipped))
+                on_round(result)
+            done += 1
+            if rounds is None or done < rounds:
+                stop.event.wait(interval)
+    return list(skipped)

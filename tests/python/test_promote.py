@@ -92,8 +92,8 @@ def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
     result = promote(settings, conn)
     assert result.created_tables
     assert result.plan == {
-        "UserProfile": {"inserted": 11, "updated": 0, "deleted": 0, "unchanged": 0},
-        "ContextIntent": {"inserted": 19, "updated": 0, "deleted": 0, "unchanged": 0},
+        "UserProfile": {"inserted": 13, "updated": 0, "deleted": 0, "unchanged": 0},
+        "ContextIntent": {"inserted": 23, "updated": 0, "deleted": 0, "unchanged": 0},
     }
     with psycopg.connect(**conn.kwargs()) as pg:
         # the live rows are the dry-run rows, column for column, ids included
@@ -136,7 +136,7 @@ def test_promoting_the_same_dry_run_twice_gives_identical_live_tables(fresh):
     first = live_dump(conn)
     second_result = promote(settings, conn)
     assert live_dump(conn) == first
-    assert second_result.plan["UserProfile"] == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 11}
+    assert second_result.plan["UserProfile"] == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 13}
     assert not second_result.created_tables
 
 
@@ -216,7 +216,7 @@ def test_gate_conflict_rate_above_threshold(fresh):
         promote(settings, conn, max_conflict_rate=Decimal("0.05"))
     message = str(refusal.value)
     assert "gate 'conflict rate within threshold' failed" in message
-    assert "27.27%" in message and "--max-conflict-rate" in message
+    assert "38.46%" in message and "--max-conflict-rate" in message
     assert live_dump(conn) == {"UserProfile": [], "ContextIntent": []}  # nothing created
     assert audit(conn, settings) == [("promote", "refused", "all")]
 
@@ -224,11 +224,11 @@ def test_gate_conflict_rate_above_threshold(fresh):
 def test_gate_legacy_changed_after_the_dry_run(fresh):
     settings, conn = fresh
     execute(conn, """insert into legacy_fixtures."User" (id, "updatedAt") values ('late', now())""")
-    with pytest.raises(CheckFailed, match=r"User \(11 -> 12 rows"):
+    with pytest.raises(CheckFailed, match=r"User \(13 -> 14 rows"):
         promote(settings, conn)
     execute(conn, """delete from legacy_fixtures."User" where id = 'late'""")
     execute(conn, """update legacy_fixtures."ContextProfile" set "tonePreference" = 'cold' where id = 'cp02r'""")
-    with pytest.raises(CheckFailed, match=r"ContextProfile \(23 -> 23 rows, contents changed\)"):
+    with pytest.raises(CheckFailed, match=r"ContextProfile \(28 -> 28 rows, contents changed\)"):
         promote(settings, conn)
 
 
@@ -252,7 +252,7 @@ def test_gate_unreconciled_key_accounting(fresh):
         " where metric = 'keys_accounted'",
     )
     with pytest.raises(
-        CheckFailed, match=r"gate 'key accounting reconciles' failed \(keys seen 89, mapped \+ unmapped 88"
+        CheckFailed, match=r"gate 'key accounting reconciles' failed \(keys seen 98, mapped \+ unmapped 97"
     ):
         promote(settings, conn)
 

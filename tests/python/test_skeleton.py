@@ -138,7 +138,7 @@ def test_missing_legacy_tables_via_cli(cli_env):
 
 def test_fixtures_load_into_the_legacy_ddl(settings, database):
     counts = fixtures.load(settings, database, "legacy_fixtures")
-    assert counts == {"User": 11, "ContextProfile": 23, "Profile": 24, "ChatMessage": 7}
+    assert counts == {"User": 13, "ContextProfile": 28, "Profile": 29, "ChatMessage": 7}
     with psycopg.connect(**database.kwargs()) as pg:
         column_type = pg.execute(
             "select format_type(atttypid, atttypmod) from pg_attribute"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import stat
 from decimal import Decimal
@@ -434,15 +435,23 @@ def test_cli_answering_no_changes_nothing(cli, monkeypatch, fresh):
     result = invoke(["promote", "--max-conflict-rate", "0.5"], cli, input="n\n")
     assert result.exit_code == 1, result.output
     assert "insert" in result.output  # the plan was shown before asking
+    assert "Promote these changes? [y/N]: n" in result.output
+    assert result.output.endswith("Error: nothing was changed\n")
     assert live_dump(fresh[1]) == {"UserProfile": [], "ContextIntent": []}
 
 
 def test_cli_full_flow(cli, tmp_path):
-    assert invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], cli).exit_code == 0
+    promoted = invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], cli)
+    assert promoted.exit_code == 0, promoted.output
+    assert re.search(r"^Promoted \(all users\) into schema legacy_fixtures: run \S+ \(created the live tables\)\.$",
+                     promoted.output, re.MULTILINE), promoted.output  # fmt: skip
     verified = invoke(["verify"], cli)
     assert verified.exit_code == 0, verified.output
+    assert "Verification of the live tables in schema legacy_fixtures" in verified.output
+    assert "pass" in verified.output and "FAIL" not in verified.output
     reported = invoke(["report", "--format", "json", "--out", str(tmp_path)], cli)
     assert reported.exit_code == 0 and (tmp_path / "migration_conflicts.json").exists()
+    assert f"Wrote {tmp_path / 'migration_conflicts.json'}" in reported.output
     history = invoke(["runs", "--json"], cli)
     assert '"status": "committed"' in history.output
     users_file = tmp_path / "ids.txt"

@@ -444,6 +444,11 @@ def test_json_outputs_and_exit_codes(cli, tmp_path):
         "migration_conflicts.csv",
         "migration_unmapped_fields.csv",
     ]
-    assert invoke(["report", "--format", "pdf"], cli).exit_code == 2  # could not run
-    assert invoke(["report", "--no-such-option"], cli).exit_code == 2
+    pdf = invoke(["report", "--format", "pdf"], cli)
+    assert pdf.exit_code == 2  # could not run
+    assert pdf.output == "Error: unknown report format 'pdf': use csv, json, md or html\n"
+    unknown_option = invoke(["report", "--no-such-option"], cli)
+    assert unknown_option.exit_code == 2  # a usage error: click's message, with the way to the help
+    assert "Error: No such option: --no-such-option" in unknown_option.output
+    assert re.search(r"Try '\S+ report --help' for help\.", unknown_option.output)  # `orchestrator` outside tests
     assert json.loads(invoke(["cleanup", "--json"], cli).stdout)["kept"] == 1

@@ -675,6 +675,7 @@ def test_a_dry_run_built_by_other_models_is_refused(stage, tmp_path, cli_env):
     env["ORCHESTRATOR_HOME"] = str(tmp_path / "home")
     unchanged = CliRunner().invoke(app, [*PROMOTE_ARGS], env=env)
     assert unchanged.exit_code == 0, unchanged.output  # the copy itself is the same version of the models
+    assert f"Promoted (all users) into schema {LEGACY}: run " in unchanged.output
     for what, change in MODEL_CHANGES.items():
         change(copy)
         result = CliRunner().invoke(app, [*PROMOTE_ARGS], env=env)
@@ -1061,6 +1062,7 @@ def test_hostile_schema_names_are_refused_before_any_sql(stage, cli_env):
         assert result.exit_code == 2 and "name is empty" in result.output
     result = invoke(["verify"], {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY, "MIGRATION_LIVE_SCHEMA": ""})
     assert result.exit_code == 0, result.output  # live = legacy, the default
+    assert f"Verification of the live tables in schema {LEGACY}" in result.output
     for command in (["fixtures", "load", "--schema"], ["demo", "--schema"]):
         for name, reason in {**BAD_NAMES, "": None}.items():
             result = invoke([*command, name], cli_env)

@@ -1,4 +1,4 @@
-"""An independent, pure-Python model of MIGRATION_SPEC.md §2–§7 (the four dry-run tables).
+"""An independent, pure-Python model of MIGRATION_SPEC.md §2–§7 (the five dry-run tables).
 
 Written from the spec and docs/decisions.md only, never from the dbt models, so that the
 differential test (test_differential.py) can compare two independent readings of the contract.
@@ -12,7 +12,8 @@ Representation:
 - Outputs are row dicts keyed by the column names of docs/decisions.md ("Output shapes"). Text
   columns hold ``str`` or ``None`` (SQL NULL); ``text[]`` columns hold ``list[str]``; jsonb
   columns hold a JSON value as above, with ``None`` meaning JSON ``null`` and ``SQL_NULL`` meaning
-  SQL NULL; timestamps are ``datetime``.
+  SQL NULL; timestamps are ``datetime``; numeric columns hold ``Decimal`` and boolean columns
+  ``bool``, or ``None`` (SQL NULL).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import math
 import re
 import uuid
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 LOOKUP_SEEDS = Path(__file__).resolve().parents[2] / "seeds" / "lookup"
@@ -427,3 +430,143 @@ def key_accounting(users, context_profiles, profiles, field_map=None) -> dict[st
         "keys_unmapped": sum(1 for o in keyed if o.reason is not None),
         "non_object_blobs": sum(1 for o in outcomes if o.key is None),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# §7 migration_summary: every figure and check of docs/decisions.md ("Verification summary metrics")
+
+DEFAULT_MAX_CONFLICT_RATE = Decimal("0.05")  # the dbt var max_conflict_rate's default (decisions.md)
+
+
+def numeric_division(dividend: int, divisor: int) -> Decimal:
+    """``dividend::numeric / divisor`` exactly as PostgreSQL computes it for two integers >= 0
+    (numeric.c, select_div_scale + div_var): the result scale gives at least 16 significant digits
+    (``NUMERIC_MIN_SIG_DIGITS``), estimated from the base-10000 weights and first base-10000 digits of
+    the operands (scale 0 here), and the last digit is rounded half away from zero. So ``3/11`` is
+    ``0.27272727272727272727`` (20 places), ``12/11`` is ``1.0909090909090909`` (16), ``1/1`` is
+    ``1.00000000000000000000``. test_differential checks this against the server."""
+    if dividend < 0 or divisor <= 0:
+        raise ValueError("only integers >= 0 over integers > 0")
+
+    def weight_and_first_digit(n: int) -> tuple[int, int]:  # in base 10000 (NBASE); 0 for zero
+        if n == 0:
+            return 0, 0
+        weight = (len(str(n)) - 1) // 4
+        return weight, n // 10000**weight
+
+    weight1, first1 = weight_and_first_digit(dividend)
+    weight2, first2 = weight_and_first_digit(divisor)
+    quotient_weight = weight1 - weight2 - (1 if first1 <= first2 else 0)
+    scale = min(max(16 - 4 * quotient_weight, 0), 1000)  # NUMERIC_MIN/MAX_DISPLAY_SCALE: 0, 1000
+    scaled = Fraction(dividend, divisor) * 10**scale
+    return Decimal(math.floor(scaled + Fraction(1, 2))).scaleb(-scale)
+
+
+def summary(
+    users,
+    context_profiles,
+    profiles,
+    chat_messages,
+    outputs: dict[str, list[dict]] | None = None,
+    max_conflict_rate: Decimal = DEFAULT_MAX_CONFLICT_RATE,
+    field_map=None,
+) -> list[dict]:
+    """The ``migration_summary`` rows: ``metric``, ``value``, ``expected`` and ``passed`` (``None`` = SQL
+    NULL for informational figures). Counted from the legacy rows and the spec, and from this model's
+    own outputs (``migrate``'s, computed here when not given), never from the dry run's tables."""
+    field_map = read_field_map() if field_map is None else field_map
+    outputs = migrate(users, context_profiles, profiles, field_map) if outputs is None else outputs
+    user_ids = {user["id"] for user in users}
+    context_by_id = {cp["id"]: cp for cp in context_profiles}
+    migrated_contexts = [cp for cp in context_profiles if cp["userId"] in user_ids]
+    intent_pairs = {(cp["userId"], cp["contextType"]) for cp in migrated_contexts}  # §7: the check's expected
+
+    def orphan_reason(profile) -> str | None:  # §5, as classify() decides it
+        context = context_by_id.get(profile["contextProfileId"])
+        if context is None:
+            return "orphan_profile"
+        return None if context["userId"] in user_ids else "orphan_context_profile"
+
+    def blob_kind(data) -> str:
+        if data is SQL_NULL or data is None:
+            return "null"  # SQL NULL or JSON null: no keys
+        return "object" if isinstance(data, dict) else "non_object"
+
+    accounting = key_accounting(users, context_profiles, profiles, field_map)
+    conflicts = outputs["migration_conflicts"]
+    users_with_conflicts = len({conflict["user_id"] for conflict in conflicts})
+    profile_rows_per_user: dict[str, int] = {}
+    for row in outputs["profile"]:
+        profile_rows_per_user[row["user_id"]] = profile_rows_per_user.get(row["user_id"], 0) + 1
+    intents_per_pair: dict[tuple, int] = {}
+    for row in outputs["context_intent"]:
+        pair = (row["user_id"], row["context_type"])
+        intents_per_pair[pair] = intents_per_pair.get(pair, 0) + 1
+    scored = outputs["profile"] + outputs["context_intent"]
+
+    def message_link(message) -> str:
+        context = context_by_id.get(message["contextProfileId"])  # ids match exactly
+        if context is None:
+            return "no_context_profile"
+        if context["userId"] not in user_ids:
+            return "orphan_context_profile"
+        one = intents_per_pair.get((context["userId"], context["contextType"])) == 1
+        return "one_intent" if one else "not_one_intent"
+
+    links = [message_link(message) for message in chat_messages]
+    count = {
+        "users": len(users),
+        "context_profiles_migrated": len(migrated_contexts),
+        "intent_pairs": len(intent_pairs),
+        "non_object_blob_rows": sum(1 for row in outputs["migration_unmapped_fields"] if row["key"] is None),
+        "non_object_blobs": sum(1 for p in profiles if blob_kind(p["data"]) == "non_object"),
+        "messages_of_migrated_context_profiles": sum(1 for link in links if link in ("one_intent", "not_one_intent")),
+    }
+
+    rows = []
+
+    def figure(metric: str, value) -> None:
+        rows.append({"metric": metric, "value": Decimal(value), "expected": None, "passed": None})
+
+    def check(metric: str, value, expected, at_most: bool = False) -> None:
+        value, expected = Decimal(value), Decimal(expected)
+        passed = value <= expected if at_most else value == expected
+        rows.append({"metric": metric, "value": value, "expected": expected, "passed": passed})
+
+    figure("users", count["users"])
+    check("profiles", len(outputs["profile"]), count["users"])
+    check("users_with_one_profile", sum(1 for u in users if profile_rows_per_user.get(u["id"]) == 1), count["users"])
+    figure("context_profiles", len(context_profiles))
+    figure("context_profiles_migrated", count["context_profiles_migrated"])
+    figure("orphan_context_profiles", len(context_profiles) - count["context_profiles_migrated"])
+    check("context_intents", len(outputs["context_intent"]), count["intent_pairs"])
+    figure("duplicate_context_profiles", count["context_profiles_migrated"] - count["intent_pairs"])
+    figure("legacy_profiles", len(profiles))
+    figure("legacy_profiles_migrated", sum(1 for p in profiles if orphan_reason(p) is None))
+    figure(
+        "legacy_profiles_of_orphan_context_profiles",
+        sum(1 for p in profiles if orphan_reason(p) == "orphan_context_profile"),
+    )
+    figure("orphan_legacy_profiles", sum(1 for p in profiles if orphan_reason(p) == "orphan_profile"))
+    figure("object_blobs", sum(1 for p in profiles if blob_kind(p["data"]) == "object"))
+    figure("null_blobs", sum(1 for p in profiles if blob_kind(p["data"]) == "null"))
+    check("non_object_blobs", count["non_object_blob_rows"], count["non_object_blobs"])
+    figure("keys_seen", accounting["keys_seen"])
+    figure("keys_mapped", accounting["keys_mapped"])
+    figure("keys_unmapped", accounting["keys_unmapped"])
+    check("keys_accounted", accounting["keys_mapped"] + accounting["keys_unmapped"], accounting["keys_seen"])
+    figure("conflicts", len(conflicts))
+    figure("users_with_conflicts", users_with_conflicts)
+    # §4: users with at least one conflict ÷ ALL "User" rows (0 when there are none), a fraction
+    rate = numeric_division(users_with_conflicts, count["users"]) if count["users"] else Decimal(0)
+    check("conflict_rate", rate, max_conflict_rate, at_most=True)
+    check("completeness_out_of_range", sum(1 for row in scored if not 0 <= row["completeness"] <= 100), 0)
+    figure("chat_messages", len(chat_messages))
+    check(
+        "chat_messages_mapped_to_one_intent",
+        sum(1 for link in links if link == "one_intent"),
+        count["messages_of_migrated_context_profiles"],
+    )
+    figure("chat_messages_of_orphan_context_profiles", sum(1 for link in links if link == "orphan_context_profile"))
+    figure("chat_messages_without_context_profile", sum(1 for link in links if link == "no_context_profile"))
+    return rows

@@ -26,6 +26,7 @@ TABLE_KEYS = {  # each table's natural key, to pair rows in a diff
     "context_intent": ("user_id", "context_type"),
     "migration_conflicts": ("user_id", "context_type", "field"),
     "migration_unmapped_fields": ("legacy_profile_id", "key"),
+    "migration_summary": ("metric",),
 }
 SHOWN = 5  # differing rows shown per table
 
@@ -35,7 +36,11 @@ def parse_json(text: str):
 
 
 def model_of(rows):
-    return spec_model.migrate(rows["User"], rows["ContextProfile"], rows["Profile"])
+    """The model's five dry-run tables (the summary at the dbt var max_conflict_rate's default)."""
+    legacy = rows["User"], rows["ContextProfile"], rows["Profile"]
+    out = spec_model.migrate(*legacy)
+    out["migration_summary"] = spec_model.summary(*legacy, rows["ChatMessage"], outputs=out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +152,68 @@ def test_model_completeness_rounds_half_away_from_zero():
     assert spec_model.completeness({"a": 1, "b": 2}, ["a", "b"]) == (100, [])
 
 
+def test_model_summary():
+    users, contexts, profiles = one_user({"location": "SF", "k": 1}, {"location": "NYC"}, [1], None)
+    contexts[1]["contextType"] = "friendship"
+    users += [{"id": "v", "createdAt": T, "updatedAt": T}, {"id": "w", "createdAt": T, "updatedAt": T}]
+    contexts.append({"id": "cp-orphan", "userId": "U", "contextType": "service", "createdAt": T, "updatedAt": T})
+    profiles += [
+        {"id": "p-oc", "contextProfileId": "cp-orphan", "data": SQL_NULL, "createdAt": T, "updatedAt": T},
+        {"id": "p-op", "contextProfileId": "nope", "data": "s", "createdAt": T, "updatedAt": T},
+    ]
+    messages = [
+        {"id": f"m{i}", "contextProfileId": context_id}
+        for i, context_id in enumerate(["cp0", "cp0", "cp3", "cp-orphan", "nope", "CP0"])
+    ]
+    rows = spec_model.summary(users, contexts, profiles, messages)
+    got = {row["metric"]: (row["value"], row["expected"], row["passed"]) for row in rows}
+    assert [row["metric"] for row in rows][:3] == ["users", "profiles", "users_with_one_profile"]
+    assert got == {
+        "users": (3, None, None),
+        "profiles": (3, 3, True),
+        "users_with_one_profile": (3, 3, True),
+        "context_profiles": (5, None, None),
+        "context_profiles_migrated": (4, None, None),
+        "orphan_context_profiles": (1, None, None),
+        "context_intents": (2, 2, True),  # romantic (cp0, cp2, cp3) and friendship (cp1)
+        "duplicate_context_profiles": (2, None, None),
+        "legacy_profiles": (6, None, None),
+        "legacy_profiles_migrated": (4, None, None),
+        "legacy_profiles_of_orphan_context_profiles": (1, None, None),
+        "orphan_legacy_profiles": (1, None, None),
+        "object_blobs": (2, None, None),
+        "null_blobs": (2, None, None),  # p3 (JSON null) and p-oc (SQL NULL)
+        "non_object_blobs": (2, 2, True),  # p2 and p-op
+        "keys_seen": (3, None, None),
+        "keys_mapped": (2, None, None),
+        "keys_unmapped": (1, None, None),
+        "keys_accounted": (3, 3, True),
+        "conflicts": (1, None, None),
+        "users_with_conflicts": (1, None, None),
+        "conflict_rate": (Decimal("0.33333333333333333333"), Decimal("0.05"), False),  # 1 of ALL 3 users
+        "completeness_out_of_range": (0, 0, True),
+        "chat_messages": (6, None, None),
+        "chat_messages_mapped_to_one_intent": (3, 3, True),
+        "chat_messages_of_orphan_context_profiles": (1, None, None),
+        "chat_messages_without_context_profile": (2, None, None),  # "nope", and "CP0" (ids match exactly)
+    }
+    assert all(isinstance(value, Decimal) for value, _, _ in got.values())
+    relaxed = spec_model.summary(users, contexts, profiles, messages, max_conflict_rate=Decimal("0.5"))
+    assert {r["metric"]: r for r in relaxed}["conflict_rate"]["passed"] is True
+    nobody = spec_model.summary([], [], [], [])
+    assert {r["metric"]: r["value"] for r in nobody}["conflict_rate"] == 0
+
+
+def test_model_numeric_division_scales():
+    division = spec_model.numeric_division
+    assert str(division(3, 11)) == "0.27272727272727272727"
+    assert str(division(5, 13)) == "0.38461538461538461538"
+    assert str(division(2, 3)) == "0.66666666666666666667"  # the last digit rounded half away from zero
+    assert str(division(12, 11)) == "1.0909090909090909"
+    assert str(division(11, 11)) == "1.00000000000000000000"
+    assert str(division(0, 7)) == "0E-20"  # the same value as PostgreSQL's 0.00000000000000000000
+
+
 # ---------------------------------------------------------------------------------------------
 # The model's assumptions about PostgreSQL, and the generator + loader, on the real server
 
@@ -158,6 +225,17 @@ def test_number_text_matches_jsonb(database):
         for literal in literals:
             printed = pg.execute("select %s::jsonb #>> '{}'", [literal]).fetchone()[0]
             assert spec_model.number_text(parse_json(literal)) == printed, literal
+
+
+def test_numeric_division_matches_postgresql(database):
+    """The conflict rate's exact value and scale: integer counts divided as numeric, as the summary does."""
+    pairs = [(0, 1), (0, 11), (1, 1), (3, 11), (5, 13), (2, 3), (1, 7), (12, 11), (7, 3), (1, 9999), (1, 10000),
+             (9999, 10000), (10000, 10000), (10001, 10000), (1, 123456), (123456, 7), (99, 100), (100, 99),
+             (1, 300), (37, 303), (1, 10**12), (10**12 - 1, 10**12), (12345678901234, 3), (5, 2), (1, 8)]  # fmt: skip
+    with psycopg.connect(**database.kwargs()) as pg:
+        for dividend, divisor in pairs:
+            printed = pg.execute("select (%s::bigint)::numeric / %s::bigint", [dividend, divisor]).fetchone()[0]
+            assert str(spec_model.numeric_division(dividend, divisor)) == str(printed), (dividend, divisor)  # scale too
 
 
 def test_generator_covers_the_drift_cases():
@@ -216,8 +294,10 @@ def canonical(value, data_type: str):
     return value
 
 
-def expected_type(column: str, field_map) -> str:
+def expected_type(table: str, column: str, field_map) -> str:
     """The column's type per docs/decisions.md ("Output shapes")."""
+    if table == "migration_summary":
+        return {"value": "numeric", "expected": "numeric", "passed": "boolean"}.get(column, "text")
     jsonb = {spec_model.snake_case(r.field) for r in field_map if r.kind in ("array", "object")}
     if column in jsonb | {"values", "chosen", "value"}:
         return "jsonb"
@@ -278,9 +358,9 @@ def diff_table(table: str, columns: dict[str, str], model_rows: list[dict], sql_
     if set(columns) != model_columns:
         return [f"{table}: columns: SQL has {sorted(columns)}, the model {sorted(model_columns)}"]
     problems = [
-        f"{table}.{c}: type {t}, decisions.md says {expected_type(c, field_map)}"
+        f"{table}.{c}: type {t}, decisions.md says {expected_type(table, c, field_map)}"
         for c, t in columns.items()
-        if t != expected_type(c, field_map)
+        if t != expected_type(table, c, field_map)
     ]
 
     def canon(row):

@@ -330,7 +330,9 @@ def test_batches_out_of_range_are_refused(settings, generated, cli_env):
     with pytest.raises(OrchestratorError, match="between 1 and 64"):
         dry_run.dry_run(settings, conn, batches=65)
     result = CliRunner().invoke(app, ["dry-run", "--batches", "0"], env=cli_env)
-    assert result.exit_code == 2 and "--batches" in result.output
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--batches'" in result.output
+    assert "'0' is neither `auto` nor a whole number from 1 to 64" in result.output
 
 
 def test_auto_batches_start_at_half_a_million_users():

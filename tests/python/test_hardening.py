@@ -675,6 +675,7 @@ def test_a_dry_run_built_by_other_models_is_refused(stage, tmp_path, cli_env):
     env["ORCHESTRATOR_HOME"] = str(tmp_path / "home")
     unchanged = CliRunner().invoke(app, [*PROMOTE_ARGS], env=env)
     assert unchanged.exit_code == 0, unchanged.output  # the copy itself is the same version of the models
+    assert f"Promoted (all users) into schema {LEGACY}: run " in unchanged.output
     for what, change in MODEL_CHANGES.items():
         change(copy)
         result = CliRunner().invoke(app, [*PROMOTE_ARGS], env=env)
@@ -1061,10 +1062,14 @@ def test_hostile_schema_names_are_refused_before_any_sql(stage, cli_env):
         assert result.exit_code == 2 and "name is empty" in result.output
     result = invoke(["verify"], {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY, "MIGRATION_LIVE_SCHEMA": ""})
     assert result.exit_code == 0, result.output  # live = legacy, the default
+    assert f"Verification of the live tables in schema {LEGACY}" in result.output
     for command in (["fixtures", "load", "--schema"], ["demo", "--schema"]):
-        for name in [*BAD_NAMES, ""]:
+        for name, reason in {**BAD_NAMES, "": None}.items():
             result = invoke([*command, name], cli_env)
-            assert result.exit_code == 2 and "\nError: the " in "\n" + result.output, (command, name, result.output)
+            # an empty --schema passes the settings (an empty legacy schema means the default) to the loader
+            message = f"the legacy schema name {name!r} {reason}" if reason else "the fixtures schema name is empty"
+            assert result.exit_code == 2, (command, name, result.output)
+            assert "\nError: " + message in "\n" + result.output, (command, name, result.output)
             tried += 1
     assert tried >= 200
     assert dump(stage.conn, LEGACY, LEGACY_TABLES) == stage.legacy  # every legacy table survived
@@ -1167,21 +1172,24 @@ def test_least_privilege_role_runs_the_whole_flow_and_leaks_no_secret(settings, 
     }
     reports = tmp_path / "reports"
     first_user = sorted(row["id"] for row in rows["User"])[0]
-    flow = [
-        ["dry-run"],
-        PROMOTE_ARGS,
-        ["verify"],
-        ["report", "--format", "csv", "--out", str(reports)],
-        [*PROMOTE_ARGS, "--user", first_user],  # rebuilds into the partial dry-run schema
-        ["rollback", "--yes"],
-        ["cleanup", "--keep", "1"],
-        ["rollback", "--yes", "--drop"],
+    assert f"Role {ROLE} created: reads schema {LP_LEGACY}, owns {LP_DRY_RUN}" in granted.stdout
+    flow = [  # (command, what it says on stdout)
+        (["dry-run"], rf"^Dry run \w+ built into schema {LP_DRY_RUN}: \d+ nodes built, \d+ tests passed"),
+        (PROMOTE_ARGS, rf"^Promoted \(all users\) into schema {LP_LEGACY}: run \S+ \(created the live tables\)\.$"),
+        (["verify"], rf"Verification of the live tables in schema {LP_LEGACY}"),
+        (["report", "--format", "csv", "--out", str(reports)], rf"^Wrote {re.escape(str(reports))}/migration_summary"),
+        # rebuilds into the partial dry-run schema
+        ([*PROMOTE_ARGS, "--user", first_user], rf"^Promoted \(1 users\) into schema {LP_LEGACY}: run \S+\.$"),
+        (["rollback", "--yes"], r"^Rolled back \(run \S+\): restored the live tables to their state before promote"),
+        (["cleanup", "--keep", "1"], r"^Removed the backups of 0 older promotes; kept 1 rollback level\(s\)\.$"),
+        (["rollback", "--yes", "--drop"], r"^Rolled back \(run \S+\): dropped the live tables\.$"),
     ]
     outputs = [granted.stdout, granted.stderr]
-    for args in flow:
+    for args, says in flow:
         result = run_cli(args, env)
         outputs += [result.stdout, result.stderr]
         assert result.returncode == 0, (args, result.stdout, result.stderr)
+        assert re.search(says, result.stdout, re.MULTILINE), (args, says, result.stdout)
     assert "Legacy tables verified unchanged" in outputs[-2]
 
     # with a wrong password: a clear one-line error, and the wrong password is not echoed either

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import stat
 from decimal import Decimal
@@ -83,8 +84,8 @@ def test_full_flow_promote_verify_and_live_rows_equal_the_dry_run(fresh):
     result = promote(settings, conn)
     assert result.created_tables
     assert result.plan == {
-        "UserProfile": {"inserted": 11, "updated": 0, "deleted": 0, "unchanged": 0},
-        "ContextIntent": {"inserted": 19, "updated": 0, "deleted": 0, "unchanged": 0},
+        "UserProfile": {"inserted": 13, "updated": 0, "deleted": 0, "unchanged": 0},
+        "ContextIntent": {"inserted": 23, "updated": 0, "deleted": 0, "unchanged": 0},
     }
     with psycopg.connect(**conn.kwargs()) as pg:
         # the live rows are the dry-run rows, column for column, ids included
@@ -127,7 +128,7 @@ def test_promoting_the_same_dry_run_twice_gives_identical_live_tables(fresh):
     first = live_dump(conn)
     second_result = promote(settings, conn)
     assert live_dump(conn) == first
-    assert second_result.plan["UserProfile"] == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 11}
+    assert second_result.plan["UserProfile"] == {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 13}
     assert not second_result.created_tables
 
 
@@ -212,7 +213,7 @@ def test_gate_conflict_rate_above_threshold(fresh):
         promote(settings, conn, max_conflict_rate=Decimal("0.05"))
     message = str(refusal.value)
     assert "gate 'conflict rate within threshold' failed" in message
-    assert "27.27%" in message and "--max-conflict-rate" in message
+    assert "38.46%" in message and "--max-conflict-rate" in message
     assert live_dump(conn) == {"UserProfile": [], "ContextIntent": []}  # nothing created
     assert audit(conn, settings) == [("promote", "refused", "all")]
 
@@ -220,11 +221,11 @@ def test_gate_conflict_rate_above_threshold(fresh):
 def test_gate_legacy_changed_after_the_dry_run(fresh):
     settings, conn = fresh
     execute(conn, """insert into legacy_fixtures."User" (id, "updatedAt") values ('late', now())""")
-    with pytest.raises(CheckFailed, match=r"User \(11 -> 12 rows"):
+    with pytest.raises(CheckFailed, match=r"User \(13 -> 14 rows"):
         promote(settings, conn)
     execute(conn, """delete from legacy_fixtures."User" where id = 'late'""")
     execute(conn, """update legacy_fixtures."ContextProfile" set "tonePreference" = 'cold' where id = 'cp02r'""")
-    with pytest.raises(CheckFailed, match=r"ContextProfile \(23 -> 23 rows, contents changed\)"):
+    with pytest.raises(CheckFailed, match=r"ContextProfile \(28 -> 28 rows, contents changed\)"):
         promote(settings, conn)
 
 
@@ -248,7 +249,7 @@ def test_gate_unreconciled_key_accounting(fresh):
         " where metric = 'keys_accounted'",
     )
     with pytest.raises(
-        CheckFailed, match=r"gate 'key accounting reconciles' failed \(keys seen 89, mapped \+ unmapped 88"
+        CheckFailed, match=r"gate 'key accounting reconciles' failed \(keys seen 98, mapped \+ unmapped 97"
     ):
         promote(settings, conn)
 
@@ -427,15 +428,23 @@ def test_cli_answering_no_changes_nothing(cli, monkeypatch, fresh):
     result = invoke(["promote", "--max-conflict-rate", "0.5"], cli, input="n\n")
     assert result.exit_code == 1, result.output
     assert "insert" in result.output  # the plan was shown before asking
+    assert "Promote these changes? [y/N]: n" in result.output
+    assert result.output.endswith("Error: nothing was changed\n")
     assert live_dump(fresh[1]) == {"UserProfile": [], "ContextIntent": []}
 
 
 def test_cli_full_flow(cli, tmp_path):
-    assert invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], cli).exit_code == 0
+    promoted = invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], cli)
+    assert promoted.exit_code == 0, promoted.output
+    assert re.search(r"^Promoted \(all users\) into schema legacy_fixtures: run \S+ \(created the live tables\)\.$",
+                     promoted.output, re.MULTILINE), promoted.output  # fmt: skip
     verified = invoke(["verify"], cli)
     assert verified.exit_code == 0, verified.output
+    assert "Verification of the live tables in schema legacy_fixtures" in verified.output
+    assert "pass" in verified.output and "FAIL" not in verified.output
     reported = invoke(["report", "--format", "json", "--out", str(tmp_path)], cli)
     assert reported.exit_code == 0 and (tmp_path / "migration_conflicts.json").exists()
+    assert f"Wrote {tmp_path / 'migration_conflicts.json'}" in reported.output
     history = invoke(["runs", "--json"], cli)
     assert '"status": "committed"' in history.output
     users_file = tmp_path / "ids.txt"

@@ -327,7 +327,7 @@ def test_html_report_is_private_self_contained_and_complete(html_report, setting
     seen, mapped, unmapped_keys = (int(figures[m]) for m in ("keys_seen", "keys_mapped", "keys_unmapped"))
     assert f"keys seen {seen} = mapped {mapped} + unmapped {unmapped_keys}" in page
     assert f"<strong>{int(figures['non_object_blobs'])}</strong> non-object blobs" in page
-    assert "27.27% of users have at least one conflict" in page and "promote would be refused" in page
+    assert "38.46% of users have at least one conflict" in page and "promote would be refused" in page
     assert "dry run built by the current models" in page  # every gate promote checks, evaluated now
     assert page.count('class="chart histogram"') == 7  # profile, all intents, five context types
     assert "<code>beliefs.religion</code>" in page and "<code>favouriteColour</code>" in page
@@ -432,7 +432,7 @@ def test_json_outputs_and_exit_codes(cli, tmp_path):
     promoted = invoke(["promote", "--yes", "--json", "--max-conflict-rate", "0.5"], cli)
     assert promoted.exit_code == 0, promoted.output
     result = json.loads(promoted.stdout)
-    assert result["plan"]["UserProfile"]["inserted"] == 11 and all(gate["passed"] for gate in result["gates"])
+    assert result["plan"]["UserProfile"]["inserted"] == 13 and all(gate["passed"] for gate in result["gates"])
     verified = json.loads(invoke(["verify", "--json"], cli).stdout)
     assert all(check["passed"] for check in verified)
     rolled = invoke(["rollback", "--yes", "--json"], cli)
@@ -443,6 +443,11 @@ def test_json_outputs_and_exit_codes(cli, tmp_path):
         "migration_conflicts.csv",
         "migration_unmapped_fields.csv",
     ]
-    assert invoke(["report", "--format", "pdf"], cli).exit_code == 2  # could not run
-    assert invoke(["report", "--no-such-option"], cli).exit_code == 2
+    pdf = invoke(["report", "--format", "pdf"], cli)
+    assert pdf.exit_code == 2  # could not run
+    assert pdf.output == "Error: unknown report format 'pdf': use csv, json, md or html\n"
+    unknown_option = invoke(["report", "--no-such-option"], cli)
+    assert unknown_option.exit_code == 2  # a usage error: click's message, with the way to the help
+    assert "Error: No such option: --no-such-option" in unknown_option.output
+    assert re.search(r"Try '\S+ report --help' for help\.", unknown_option.output)  # `orchestrator` outside tests
     assert json.loads(invoke(["cleanup", "--json"], cli).stdout)["kept"] == 1

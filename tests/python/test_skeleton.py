@@ -53,16 +53,21 @@ def test_db_start_status_env_stop(project_home):
     ) as pg:
         assert pg.execute("select current_user").fetchone()[0] == "postgres"
     # a restart keeps the data and the password
-    assert invoke(["db", "stop"]).exit_code == 0
+    stopped = invoke(["db", "stop"])
+    assert stopped.exit_code == 0 and stopped.output == "Embedded PostgreSQL stopped.\n"
     assert "stopped" in invoke(["db", "status"]).output
-    assert invoke(["db", "start"]).exit_code == 0
+    again = invoke(["db", "stop"])
+    assert again.exit_code == 0 and again.output == "Embedded PostgreSQL was not running.\n"
+    restarted = invoke(["db", "start"])
+    assert restarted.exit_code == 0 and restarted.output.startswith("Embedded PostgreSQL running on 127.0.0.1:")
     env_again = invoke(["db", "env"])
     assert "PGPASSWORD" in env_again.output and exports["PGPASSWORD"] in env_again.output
 
 
 @pytest.mark.skipif(bool(os.environ.get("PGHOST")), reason="the embedded server is used only when PGHOST is unset")
 def test_embedded_server_does_not_run_as_root(project_home):
-    assert invoke(["db", "start"]).exit_code == 0
+    started = invoke(["db", "start"])
+    assert started.exit_code == 0 and started.output.startswith("Embedded PostgreSQL running on 127.0.0.1:")
     cluster = ProjectServer(project_home).cluster()
     pid = int((cluster.data_dir / "postmaster.pid").read_text().splitlines()[0])
     uid = os.stat(f"/proc/{pid}").st_uid
@@ -86,6 +91,8 @@ def test_debug_shows_the_traceback():
     result = invoke(["--debug", "demo"], env={"PGHOST": "127.0.0.1", "PGPORT": "1"})
     assert result.exit_code == 2
     assert "Traceback" in result.output
+    # the traceback comes first; the one-line error the user sees without --debug still ends the output
+    assert result.output.strip().splitlines()[-1].startswith("Error: cannot connect to PostgreSQL at 127.0.0.1:1 ")
 
 
 @pytest.mark.skipif(bool(os.environ.get("PGHOST")), reason="the embedded server is used only when PGHOST is unset")
@@ -137,7 +144,7 @@ def test_missing_legacy_tables_via_cli(cli_env):
 
 def test_fixtures_load_into_the_legacy_ddl(settings, database):
     counts = fixtures.load(settings, database, "legacy_fixtures")
-    assert counts == {"User": 11, "ContextProfile": 23, "Profile": 24, "ChatMessage": 7}
+    assert counts == {"User": 13, "ContextProfile": 28, "Profile": 29, "ChatMessage": 7}
     with psycopg.connect(**database.kwargs()) as pg:
         column_type = pg.execute(
             "select format_type(atttypid, atttypmod) from pg_attribute"

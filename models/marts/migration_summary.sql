@@ -1,7 +1,7 @@
 -- One row per figure or check of the verification (spec §7; ORIGINAL_PLAN.md's verification list).
 -- `expected` and `passed` are NULL for informational figures. `check_kind` decides how a check
 -- passes: `equal` (value = expected) or `at_most` (value <= expected).
-{% set max_conflict_rate = var('max_conflict_rate', 0.05) %}
+{% set max_conflict_rate = var('max_conflict_rate') %}
 -- the CTEs read twice are not materialized: each reader scans the table itself (in parallel),
 -- instead of a copy of it that may spill to disk
 with users as not materialized (

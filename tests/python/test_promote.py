@@ -191,12 +191,15 @@ def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_mode
     outcome = partial_rebuild(settings)
     assert outcome.record["status"] == "built" and len(unit_tests(outcome)) >= 10
     assert set(unit_tests(outcome)) == {"pass"}
-    # ... and one failing fails the rebuild (in a copy of the project whose unit-test fixture is wrong)
+    # ... and one failing fails the rebuild (in a copy of the project where a unit test expects a wrong row)
     copy = tmp_path / "project"
     ignored = shutil.ignore_patterns(".git", ".venv", ".orchestrator", "target", "node_modules")
     shutil.copytree(settings.project_dir, copy, ignore=ignored)
-    fixture = copy / "tests" / "fixtures" / "field_map_fixture.csv"
-    fixture.write_text(fixture.read_text().replace("relationshipTimeline", "relationshipTimelime", 1))
+    models_yaml = copy / "models" / "intermediate" / "_intermediate__models.yml"
+    right = "p1,relationshipTimeline,context_intent,relationshipTimeline,"  # the key's expected field
+    wrong = "p1,relationshipTimeline,context_intent,relationshipTimelime,"
+    assert right in models_yaml.read_text()
+    models_yaml.write_text(models_yaml.read_text().replace(right, wrong))
     with pytest.raises(CheckFailed, match=r"dbt test --resource-type unit_test` failed: unit_test\.migration\."):
         partial_rebuild(dataclasses.replace(settings, project_dir=copy))
 

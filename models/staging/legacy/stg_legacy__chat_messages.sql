@@ -1,15 +1,5 @@
-{#- a partial rebuild (var user_scope) keeps only the listed users' rows (a table then: dbt_project.yml) -#}
-{%- set user_scope = source('migration_meta', 'user_scope') %}
 with source as (
-    select legacy.* from {{ source('legacy', 'ChatMessage') }} as legacy
-    {%- if var('user_scope', false) %}
-        where legacy."contextProfileId" in (
-                select context_profiles."id"
-                from {{ source('legacy', 'ContextProfile') }} as context_profiles
-                inner join {{ user_scope }} as scope
-                    on context_profiles."userId" = scope.user_id
-            )
-    {%- endif %}
+    select * from {{ legacy_source('ChatMessage') }}
 ),
 
 renamed as (

@@ -1,0 +1,62 @@
+{#
+    A legacy table as the staging models read it: the one place that knows the orchestrator's
+    execution modes, so that each staging model reads as `source` -> `renamed`.
+
+    - A full dry run (no vars): the plain source() relation, so each staging model's lineage shows
+      exactly its one legacy table.
+    - A partial rebuild (var `user_scope`: `orchestrator promote --user ...`): the rows of the users
+      listed in migration_meta.user_scope.
+    - One batch of a batched dry run (var `batch_index`, macros/user_batches.sql): the rows of the
+      batch's users. Not "ChatMessage": it is not a `user_batched` model, since only the main build
+      reads the messages (the verification counts).
+
+    A "User" or "ContextProfile" row names its user (`user_column`); a "Profile" or "ChatMessage" row
+    belongs to the user of its ContextProfile. In a batch, a Profile whose ContextProfile is missing
+    has no user and hashes as '' (user_batch_of), so it lands in exactly one batch.
+
+    Each shape below is the tuned filter (docs/performance.md): a semi-join on the scope, and for a
+    batch's Profiles a left join to "ContextProfile" and the hash. Every relation is read through
+    `(select * from ...)`: under `dbt build --empty` dbt renders a source as a subquery with its own
+    alias, which cannot take ours; PostgreSQL flattens the subquery, so the plan is the same.
+#}
+{% macro legacy_source(table_name) -%}
+    {%- set user_column = {'User': 'id', 'ContextProfile': 'userId'}.get(table_name) -%}
+    {%- set scope = var('user_scope', false) -%}
+    {%- set batch = batch_index() is not none and table_name != 'ChatMessage' -%}
+    {%- if scope and user_column is not none -%}
+        (
+            select legacy.*
+            from (select * from {{ source('legacy', table_name) }}) as legacy
+            where legacy."{{ user_column }}" in (
+                select scope.user_id from (select * from {{ source('migration_meta', 'user_scope') }}) as scope
+            )
+        ) as scoped_legacy
+    {%- elif scope -%}
+        (
+            select legacy.*
+            from (select * from {{ source('legacy', table_name) }}) as legacy
+            where legacy."contextProfileId" in (
+                select context_profiles."id"
+                from (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
+                inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
+                    on context_profiles."userId" = scope.user_id
+            )
+        ) as scoped_legacy
+    {%- elif batch and user_column is not none -%}
+        (
+            select legacy.*
+            from (select * from {{ source('legacy', table_name) }}) as legacy
+            where {{ in_current_batch('legacy."' ~ user_column ~ '"') }}
+        ) as batch_legacy
+    {%- elif batch -%}
+        (
+            select legacy.*
+            from (select * from {{ source('legacy', table_name) }}) as legacy
+            left join (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
+                on legacy."contextProfileId" = context_profiles."id"
+            where {{ in_current_batch('context_profiles."userId"') }}
+        ) as batch_legacy
+    {%- else -%}
+        {{ return(source('legacy', table_name)) }}
+    {%- endif -%}
+{%- endmacro %}

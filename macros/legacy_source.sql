@@ -4,8 +4,9 @@
 
     - A full dry run (no vars): the plain source() relation, so each staging model's lineage shows
       exactly its one legacy table.
-    - A partial rebuild (var `user_scope`: `orchestrator promote --user ...`): the rows of the users
-      listed in migration_meta.user_scope.
+    - A partial rebuild (var `user_scope`: `orchestrator promote --user ...`, and the catch-up of
+      `promote --catch-up` and `sync`): the rows of the users listed in migration_meta.user_scope, and
+      the orphan Profiles listed in migration_meta.profile_scope (they belong to no user).
     - One batch of a batched dry run (var `batch_index`, macros/user_batches.sql): the rows of the
       batch's users. Not "ChatMessage": it is not a `user_batched` model, since only the main build
       reads the messages (the verification counts).
@@ -41,6 +42,12 @@
                 inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
                     on context_profiles."userId" = scope.user_id
             )
+            {%- if table_name == 'Profile' %}
+                or legacy."id" in (
+                    select orphans.legacy_profile_id
+                    from (select * from {{ source('migration_meta', 'profile_scope') }}) as orphans
+                )
+            {%- endif %}
         ) as scoped_legacy
     {%- elif batch and user_column is not none -%}
         (

@@ -111,9 +111,10 @@ def changed_since(pg: psycopg.Connection, meta_schema: str, state: str, now: sql
     owners included), in id order."""
     rows = pg.execute(
         sql.SQL(
-            "select coalesce(n.owner_kind, r.owner_kind), coalesce(n.owner_id, r.owner_id)"
-            " from {now} as n full join {recorded} as r on r.owner_kind = n.owner_kind and r.owner_id = n.owner_id"
-            ' where n.digest is distinct from r.digest order by 1, 2 collate "C"'
+            "select owner_kind, owner_id from (select coalesce(n.owner_kind, r.owner_kind) as owner_kind,"
+            " coalesce(n.owner_id, r.owner_id) as owner_id from {now} as n full join {recorded} as r"
+            " on r.owner_kind = n.owner_kind and r.owner_id = n.owner_id where n.digest is distinct from r.digest)"
+            ' as changed order by owner_kind, owner_id collate "C"'
         ).format(now=now, recorded=_state(meta_schema, state))
     ).fetchall()
     return Changes(

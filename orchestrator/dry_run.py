@@ -230,7 +230,7 @@ def _build_user_batches(settings: Settings, conn: ConnInfo, feedback: Feedback, 
 
 # what a catch-up rebuilds in the dry-run schema once the changed owners' rows are in place: the summary
 # (from the counts of every model) and the tests that read it
-SUMMARY_SELECTION = ["migration_summary", "key_accounting_reconciles"]
+SUMMARY_SELECTION = ["migration_counts", "migration_summary", "key_accounting_reconciles"]
 
 
 def catch_up(

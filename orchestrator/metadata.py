@@ -284,8 +284,9 @@ def last_state_run(pg, meta_schema: str, dry_run_schema: str) -> dict | None:
         return None
     cur = pg.execute(
         sql.SQL(
-            "select r.* from {runs} as r join {dry_runs} as d on d.dry_run_id = r.dry_run_id"
-            " where {in_effect} and d.dry_run_schema = %s order by r.started_at desc limit 1"
+            "select r.* from {runs} as r where {in_effect} and r.dry_run_id in"
+            " (select d.dry_run_id from {dry_runs} as d where d.dry_run_schema = %s)"
+            " order by r.started_at desc limit 1"
         ).format(runs=_table(meta_schema, "runs"), dry_runs=_table(meta_schema, "dry_runs"), in_effect=IN_EFFECT),
         [dry_run_schema],
     )

@@ -93,9 +93,11 @@ def rollback(
                 if drop or last["created_tables"]:
                     changes.clear(pg, settings.meta_schema, "live")
                 else:
-                    changes.restore(pg, settings.meta_schema, last["run_id"])
-                live.forget_run(pg, settings.meta_schema, undone)
-                changes.forget(pg, settings.meta_schema, undone)
+                    # newest first: the skipped runs recorded reads too, on top of the undone one's
+                    for run in [*reversed(skipped), last["run_id"]]:
+                        changes.restore(pg, settings.meta_schema, run)
+                live.forget_run(pg, settings.meta_schema, undone + skipped)
+                changes.forget(pg, settings.meta_schema, undone + skipped)
                 live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
                 # before the commit: once committed, nothing may fail and make a done rollback look undone
                 legacy_after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema)

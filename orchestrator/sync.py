@@ -70,8 +70,10 @@ def sync_round(
     with locks.promote_lock(conn, "sync", lock_timeout) as pg:
         metadata.ensure(pg, settings.meta_schema)
         metadata.mark_dead_runs(pg, settings.meta_schema)
-        state = _state_in_effect(pg, settings)
-        threshold = gates.threshold_of(settings, state).value if max_conflict_rate is None else max_conflict_rate
+        state, in_effect = _state_in_effect(pg, settings)
+        if max_conflict_rate is None:  # the one the live tables' promote (or the last round) used
+            max_conflict_rate = in_effect.get("max_conflict_rate") or gates.threshold_of(settings, state).value
+        threshold = max_conflict_rate
         now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema)
         changed = changes.changed_since(pg, settings.meta_schema, "live", now) | changes.changed_since(
             pg, settings.meta_schema, "dry_run", now
@@ -138,7 +140,7 @@ def sync_round(
     return RoundResult(run_id, changed, len(written), skipped, plan, time.monotonic() - started)
 
 
-def _state_in_effect(pg, settings: Settings) -> dict:
+def _state_in_effect(pg, settings: Settings) -> tuple[dict, dict]:
     """The dry-run state the live tables come from; a round refuses when there is none, or when a newer
     dry run (another review) is waiting for its promote."""
     run = metadata.last_state_run(pg, settings.meta_schema, settings.dry_run_schema)
@@ -162,7 +164,7 @@ def _state_in_effect(pg, settings: Settings) -> dict:
         raise CheckFailed(
             f"dry run {state['dry_run_id']} is {state['status']}: run `orchestrator dry-run` again; nothing was changed"
         )
-    return state
+    return state, run
 
 
 class Stop:

@@ -15,6 +15,7 @@ profile_keys as (
 counts as (
     select
         legacy_profile_id,
+        user_id,
         orphan_reason,
         data_type,
         1 as legacy_profile_rows,
@@ -28,6 +29,7 @@ counts as (
     union all
     select
         legacy_profile_id,
+        user_id,
         null as orphan_reason,
         null as data_type,
         0 as legacy_profile_rows,
@@ -40,6 +42,9 @@ counts as (
 key_counts as (
     select
         legacy_profile_id,
+        -- the profile's user (the dangling "userId" of an orphan context profile; NULL for an orphan
+        -- profile): a catch-up replaces the rows of the users it rebuilds (orchestrator/dry_run.py)
+        max(user_id) as user_id,
         max(orphan_reason) as orphan_reason,
         max(data_type) as data_type,
         sum(legacy_profile_rows)::integer as legacy_profile_rows,

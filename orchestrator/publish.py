@@ -22,6 +22,13 @@ from orchestrator.config import Settings
 from orchestrator.errors import CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
 
+# Where the hardening tests crash a publish (orchestrator/faults.py), per command that publishes; the
+# fault-matrix tests list them from here.
+FAULT_POINTS = {
+    command: {step: f"{command}:{step}" for step in ("started", "before-audit", "audit-row", "after-commit")}
+    for command in ("promote", "sync")
+}
+
 
 def refuse_failed_gates(pg, settings: Settings, checked: list[gates.Gate], audit: dict, command: str) -> None:
     failed = [gate for gate in checked if not gate.passed]
@@ -75,7 +82,7 @@ def publish(
         metadata.record_scope_users(pg, settings.meta_schema, run_id)
     if rebuilt is not None:
         metadata.record_rebuilt_owners(pg, settings.meta_schema, run_id, rebuilt.users, rebuilt.profiles)
-    fault_point(f"{command}:started")
+    fault_point(FAULT_POINTS[command]["started"])
     try:
         with pg.transaction():
             pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
@@ -100,7 +107,7 @@ def publish(
                     live.load_new(pg, pair, scope_table)
                 live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
             reads.record(pg, settings.meta_schema, run_id, created=not exists)
-            fault_point(f"{command}:before-audit")
+            fault_point(FAULT_POINTS[command]["before-audit"])
             metadata.finish_run(
                 pg,
                 settings.meta_schema,
@@ -110,7 +117,7 @@ def publish(
                 created_tables=not exists,
                 changed=not exists or _changes_rows(change_plan),
             )
-            fault_point(f"{command}:audit-row")
+            fault_point(FAULT_POINTS[command]["audit-row"])
     except BaseException as exc:
         record_outcome_and_reraise(
             pg,
@@ -120,7 +127,7 @@ def publish(
             lock_timeout,
             "the live tables (or the dry-run tables, while a dbt build replaces them)",
         )
-    fault_point(f"{command}:after-commit")
+    fault_point(FAULT_POINTS[command]["after-commit"])
     return run_id, change_plan, not exists
 
 

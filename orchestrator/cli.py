@@ -17,6 +17,7 @@ from orchestrator import __version__, cli_common, cli_data, console
 from orchestrator.cli_common import JsonOption, LockTimeoutOption, YesOption, context, handles_errors, rate
 from orchestrator.console import err, out
 from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.formats import plural
 
 APP_HELP = """Migrate legacy context-scoped profiles to a unified Profile + ContextIntent, safely.
 
@@ -287,9 +288,9 @@ def sync(
         skipped = result.skipped
     if skipped:
         raise CheckFailed(
-            f"{len(skipped)} users were skipped: the application changed their live rows since our last write "
-            f"({', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}): check them, then sync --force to "
-            f"overwrite"
+            f"{plural(len(skipped), 'user was', 'users were')} skipped: the application changed their live rows "
+            f"since our last write ({', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}): check them, "
+            f"then sync --force to overwrite"
         )
 
 

@@ -80,10 +80,10 @@ def db_status(json_output: JsonOption = False) -> None:
 @db_app.command("env")
 @handles_errors
 def db_env() -> None:
-    """Print shell exports for the embedded server, to run dbt or psql by hand.
-
-    They make the dry run dbt's default target (DBT_TARGET), so a bare `dbt build` or `dbt test`
-    builds and tests the dry-run schema from the legacy schema, as `orchestrator dry-run` does.
+    """Print shell exports to run dbt or psql by hand: the embedded server's PG* variables (when PGHOST
+    is not set), the schema variables, and the dry run as dbt's default target (DBT_TARGET), so a bare
+    `dbt build` or `dbt test` builds and tests the dry-run schema from the legacy schema, as
+    `orchestrator dry-run` does.
 
     \b
     Example:
@@ -92,10 +92,15 @@ def db_env() -> None:
     import shlex
 
     from orchestrator import db
+    from orchestrator.config import external_conninfo, external_server_configured
     from orchestrator.dbt import DbtProject
 
-    conn = db.embedded_server("describe").ensure_running()
-    for key, value in DbtProject(db.load_settings(), conn).shell_env().items():
+    settings = db.load_settings()
+    if external_server_configured():  # the PG* variables are the user's own: export the rest only
+        exports = DbtProject(settings, external_conninfo()).shell_env(server=False)
+    else:
+        exports = DbtProject(settings, db.embedded_server("describe").ensure_running()).shell_env()
+    for key, value in exports.items():
         out.print(f"export {key}={shlex.quote(value)}", markup=False)
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import sys
+import textwrap
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -283,26 +284,27 @@ def verification(checks: list[dict], live_schema: str, console: Console = out) -
 
 
 def runs(history: list[dict], console: Console = out) -> None:
-    """One line per run (when, what, outcome, run id, scope), then its note indented: readable at 80 columns,
-    and the run id whole, as every other command prints it."""
+    """One line per run (when, what, outcome, its whole run id, as every other command prints it), then
+    its details indented and wrapped: readable at 80 columns, in a terminal or not."""
     if not history:
         console.print("No promote or rollback has run yet.")
         return
-    console.print("started           command   status     run id                            scope", markup=False)
+    console.print("started           command  status    run id", markup=False)
     for run in history:
-        scope = run["scope"] + (f" ({run['scope_users']})" if run["scope_users"] else "")
         console.print(
-            f"{run['started_at']:%Y-%m-%d %H:%M}  {run['command']:<9} {run['status']:<10} {run['run_id']}  {scope}",
-            markup=False,
+            f"{run['started_at']:%Y-%m-%d %H:%M}  {run['command']:<8} {run['status']:<9} {run['run_id']}", markup=False
         )
         notes = [
+            f"scope {run['scope']}" + (f" ({run['scope_users']} users)" if run["scope_users"] is not None else ""),
+            f"rebuilt {run['rebuilt_users']} users changed since the review" if run.get("rebuilt_users") else "",
             run["message"] or "",
             "changed nothing" if run.get("changed") is False else "",
             f"rolled back by {run['rolled_back_by']}" if run["rolled_back_by"] else "",
-            f"by {run['os_user']}"
-            + (f", dbt invocation {run['dbt_invocation_id']}" if run["dbt_invocation_id"] else ""),
+            f"by {run['os_user']}",
+            f"dbt invocation {run['dbt_invocation_id']}" if run["dbt_invocation_id"] else "",
         ]
-        console.print("    " + "; ".join(note for note in notes if note), markup=False)
+        for line in textwrap.wrap("; ".join(note for note in notes if note), 76, break_on_hyphens=False):
+            console.print("    " + line, markup=False)
 
 
 # -- explain ------------------------------------------------------------------------------------------

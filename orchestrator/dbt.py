@@ -285,9 +285,10 @@ class DbtProject:
             "MIGRATION_META_SCHEMA": self.settings.meta_schema,
         }
 
-    def shell_env(self) -> dict[str, str]:
-        """What `eval "$(orchestrator db env)"` exports, so that plain `dbt build` runs the dry run."""
-        return {**self.conn.libpq_env(), **self.schema_env(), "DBT_TARGET": TARGET}
+    def shell_env(self, *, server: bool = True) -> dict[str, str]:
+        """What `eval "$(orchestrator db env)"` exports, so that plain `dbt build` runs the dry run (with
+        ``server``, the PG* variables of ``conn`` too)."""
+        return {**(self.conn.libpq_env() if server else {}), **self.schema_env(), "DBT_TARGET": TARGET}
 
     def _run(self, kind: str, state_dir: Path, *, dry_run_schema: str | None = None, **fields) -> DbtRun:
         return DbtRun(self, kind, state_dir, dry_run_schema or self.settings.dry_run_schema, **fields)

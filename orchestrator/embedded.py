@@ -322,7 +322,7 @@ class ProjectServer:
         for key, kind in self.STATE_SHAPE.items():
             value = state.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise self._corrupt(f"its {key!r} is {value!r}, not a {kind.__name__}")
+                raise self._corrupt(f"its {key!r} is {value!r}, not {'a whole number' if kind is int else 'text'}")
         if state.get("port") is not None and not 1 <= state["port"] <= 65535:
             raise self._corrupt(f"its port {state['port']} is not a port number")
         return state

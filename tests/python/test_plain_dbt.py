@@ -1,4 +1,5 @@
-"""The dbt project on its own, as a dbt user runs it: `dbt build --empty --target dry_run` on the fixtures.
+"""The dbt project on its own, as a dbt user runs it: `dbt build --empty --target dry_run` on the fixtures,
+and a bare `dbt build` / `dbt test` after `eval "$(orchestrator db env)"`.
 
 `--empty` reads every source and ref through `(select * from ... where false limit 0) <alias>`: a
 model that aliases a relation directly (`from {{ ref(...) }} as x`) fails with a syntax error. The
@@ -8,12 +9,16 @@ build checks every model, macro, seed, data test and unit test compiles and runs
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from orchestrator import fixtures, pipeline
-from orchestrator.dbt import run_dbt
+from orchestrator import fixtures
+from orchestrator.dbt import DbtProject
 
 LEGACY = "legacy_fixtures"
 STAGING = {
@@ -27,8 +32,7 @@ STAGING = {
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
     fixtures.load(settings, database, LEGACY)
-    env = pipeline.dry_run_env(settings, settings.dry_run_schema)
-    return run_dbt(settings.project_dir, database, ["build", "--empty"], env=env, state_dir=settings.home)
+    return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
 
 def test_dbt_build_empty_runs_every_node(empty_build, settings, database):
@@ -51,3 +55,23 @@ def test_each_staging_model_reads_its_one_legacy_table(empty_build):
         node = manifest["nodes"][f"model.migration.{model}"]
         assert node["depends_on"]["nodes"] == [f"source.migration.legacy.{table}"], model
         assert "var(" not in node["raw_code"] and f"legacy_source('{table}')" in node["raw_code"], model
+
+
+def test_a_bare_dbt_build_and_test_after_db_env_build_the_dry_run(settings, database, tmp_path):
+    """`orchestrator db env` exports what profiles.yml and the sources read, the dry run as dbt's default
+    target (DBT_TARGET) included: a bare `dbt build` (no --target) builds the dry-run schema from the
+    legacy schema, and a bare `dbt test` tests it, as a dbt user expects."""
+    fixtures.load(settings, database, LEGACY)
+    exports = DbtProject(settings, database).shell_env()
+    assert exports["DBT_TARGET"] == "dry_run" and exports["MIGRATION_LEGACY_SCHEMA"] == LEGACY
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "MIGRATION_", "DBT_"))}
+    env.update(exports, DBT_TARGET_PATH=str(tmp_path / "target"), DBT_LOG_PATH=str(tmp_path / "logs"))
+    dbt = Path(sys.executable).with_name("dbt")
+    for command in (["build"], ["test"]):
+        done = subprocess.run(
+            [str(dbt), *command, "--quiet"], cwd=settings.project_dir, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with psycopg.connect(**database.kwargs()) as pg:
+        users = pg.execute(f'select count(*) from "{settings.dry_run_schema}".profile').fetchone()[0]
+        assert users == pg.execute(f'select count(*) from "{LEGACY}"."User"').fetchone()[0] > 0

@@ -1,0 +1,270 @@
+"""A newcomer's first hour (issue #12): the README's setup command without root, Chromium or npm; a
+damaged server.json that `db destroy` recovers from; reports that tell what happened; one run id
+everywhere; `runs` at 80 columns; a promote that changed nothing is not a rollback target; and the
+small things (plurals, help, SIGTERM, a missing schema, a plain word on a dry run promote would refuse).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from orchestrator import dry_run, fixtures
+from orchestrator import promote as promoting
+from orchestrator import rollback as rolling_back
+from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
+from orchestrator.embedded import ProjectServer
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+README = (PROJECT_DIR / "README.md").read_text()
+RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def invoke(args, env, input=None):
+    result = CliRunner().invoke(app, args, env=env, input=input, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def commands_of(readme: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
+
+
+# -- 1. the README's two commands ---------------------------------------------------------------------
+
+
+def test_the_setup_command_needs_nothing_but_python_and_the_test_command_installs_its_extras():
+    setup, tests = commands_of(README)[:2]
+    assert setup == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/orchestrator demo"
+    assert "install-extras" not in setup and "[dev]" not in setup
+    assert ".ci/install-extras" in tests and tests.endswith(".venv/bin/python -m pytest")
+    assert '"UserProfile"' in README and '"ContextIntent"' in README
+    # CI runs the README's test command (after the same install)
+    ci = (PROJECT_DIR / ".ci" / "run").read_text()
+    assert ".ci/install-extras" in ci and "-m pytest" in ci
+
+
+@pytest.mark.slow  # a whole demo on a server of its own: the same on every PostgreSQL version
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged account needs root")
+def test_the_demo_runs_as_an_unprivileged_user_with_nothing_but_python(tmp_path):
+    """As `nobody`, with a PATH of the system's binaries only (no venv, no npm, no Chromium needed), the
+    README's main job runs to its end: the embedded server is that user's own, in its home."""
+    account = pwd.getpwnam(os.environ.get("ORCHESTRATOR_PG_OS_USER", "nobody"))
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, account.pw_uid, account.pw_gid)
+    tmp_path.chmod(0o755)
+    site = next(Path(sys.prefix, "lib").glob("python3.*/site-packages"))
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 the unprivileged account can run")
+    bootstrap = f"import site; site.addsitedir({str(site)!r}); from orchestrator.cli import main; main()"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "ORCHESTRATOR_HOME": str(home / ".orchestrator"),
+        "XDG_RUNTIME_DIR": str(home),
+        "LANG": "C.UTF-8",
+    }
+    done = subprocess.run(
+        [python, "-c", bootstrap, "demo", "--out", str(home / "reports")],
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    try:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "6. Report written to" in done.stdout and "5. Verify: 10/10 checks pass" in done.stdout
+        assert (home / ".orchestrator" / "pg" / "data" / "PG_VERSION").exists()  # its own cluster, as itself
+    finally:
+        subprocess.run(
+            [python, "-c", bootstrap, "db", "destroy", "--yes"],
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+# -- 3. a damaged server.json -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"cluster_dir": "/x", "pass', "it is not readable JSON"),
+        ("[]", "it holds an array instead of an object"),
+        ('"a string"', "it holds a string instead of an object"),
+        ('{"port": "abc"}', "its 'port' is 'abc', not a whole number"),
+        ("{}", "it has no password for the existing cluster"),
+    ],
+    ids=["truncated", "array", "string", "port-not-a-number", "no-password"],
+)
+def test_a_damaged_server_json_names_db_destroy_which_recovers(tmp_path, content, why):
+    home = tmp_path / "home"
+    env = {"ORCHESTRATOR_HOME": str(home), "PGHOST": ""}
+    server = ProjectServer(home)
+    conn = server.ensure_running()
+    try:
+        cluster_dir = server.cluster().cluster_dir
+        (home / "server.json").write_text(content)
+        status = invoke(["fixtures", "load"], env)
+        assert status.exit_code == 2, status.output
+        lines = status.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: the embedded server's state file"), status.output
+        assert why in lines[0] and "Run `orchestrator db destroy`" in lines[0] and "Traceback" not in status.output
+        destroyed = invoke(["db", "destroy", "--yes"], env)
+        assert destroyed.exit_code == 0 and "Embedded PostgreSQL deleted." in destroyed.output, destroyed.output
+        assert not cluster_dir.exists() and not (home / "server.json").exists()
+        with pytest.raises(psycopg.OperationalError):  # the server it could still find was stopped
+            psycopg.connect(**conn.kwargs(), connect_timeout=2).close()
+        # and the next command starts afresh
+        started = invoke(["db", "start"], env)
+        assert started.exit_code == 0 and "Embedded PostgreSQL running" in started.output, started.output
+    finally:
+        ProjectServer(home).destroy()
+
+
+# -- 4 to 7: what the reports, ids, runs and rollback say after real promotes --------------------------------
+
+
+@pytest.fixture()
+def fresh(settings, database, cli_env):
+    with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
+        for schema in (settings.meta_schema, settings.dry_run_schema):
+            pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
+    dry_run.dry_run(settings, database)
+    return settings, database, {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
+
+
+def test_reports_say_the_dry_run_is_live_and_evaluate_at_the_threshold_used(fresh, tmp_path):
+    settings, conn, env = fresh
+    before = invoke(["report", "--format", "md", "--out", str(tmp_path / "before")], env)
+    assert before.exit_code == 0, before.output
+    md = (tmp_path / "before" / "migration_report.md").read_text()
+    assert "**Not promoted**" in md and "promote would be refused" in md and "5.00%" in md
+    promoted = invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], env)
+    assert promoted.exit_code == 0, promoted.output
+    run_id = RUN_ID.search(promoted.output).group(0)
+    for fmt in ("md", "csv", "json", "html"):
+        assert invoke(["report", "--format", fmt, "--out", str(tmp_path / fmt)], env).exit_code == 0
+    md = (tmp_path / "md" / "migration_report.md").read_text()
+    assert f"**Live**: promoted by run {run_id}" in md and "--max-conflict-rate 0.5" in md
+    assert "every promote gate holds" in md and "promote would be refused" not in md
+    assert "| conflict_rate | 38.46% | 50.00% | True |" in md and "0.3846153846" not in md
+    summary_csv = (tmp_path / "csv" / "migration_summary.csv").read_text()
+    assert "conflict_rate,38.46%,50.00%,True" in summary_csv
+    summary_json = json.loads((tmp_path / "json" / "migration_summary.json").read_text())
+    rate = next(row for row in summary_json if row["metric"] == "conflict_rate")
+    assert rate == {"metric": "conflict_rate", "value": "38.46%", "expected": "50.00%", "passed": True}
+    page = (tmp_path / "html" / "migration_report.html").read_text()
+    assert f"promoted by run <code>{run_id}</code>" in page and "every promote gate holds" in page
+    assert "promote would be refused" not in page
+    every_conflict = page[page.index('<section id="conflicts">') :]
+    assert "<td>shared (Profile)</td>" in every_conflict
+
+
+def test_one_run_id_everywhere_and_runs_fit_80_columns(fresh):
+    settings, conn, env = fresh
+    promoted = invoke(["promote", "--yes", "--max-conflict-rate", "0.5"], env).output
+    run_id = RUN_ID.search(promoted).group(0)
+    history = invoke(["runs"], env).output
+    assert run_id in history
+    assert all(len(line) <= 80 for line in history.splitlines()), history
+    assert "…" not in history  # nothing cut short
+    rolled = invoke(["rollback", "--yes"], env).output
+    assert f"Rolled back (run {RUN_ID.search(rolled).group(0)})" in rolled
+    history = invoke(["runs", "--json"], env)
+    runs = json.loads(history.stdout)
+    assert [run["run_id"] for run in runs][1] == run_id and runs[0]["undoes_run_id"] == run_id
+
+
+def test_a_promote_that_changed_nothing_is_not_a_rollback_target(fresh):
+    settings, conn, env = fresh
+    first = promoting.promote(settings, conn, max_conflict_rate=0.5, confirm=lambda plan: None)
+    second = promoting.promote(settings, conn, max_conflict_rate=0.5, confirm=lambda plan: None)
+    assert not second.created_tables and all(
+        c["inserted"] == c["updated"] == c["deleted"] == 0 for c in second.plan.values()
+    )
+    history = json.loads(invoke(["runs", "--json"], env).stdout)
+    assert history[0]["changed"] is False and history[1]["changed"] is True
+    rolled = invoke(["rollback", "--yes"], env)
+    assert rolled.exit_code == 0, rolled.output
+    # the rollback undid the first promote (it created the tables: they are dropped), stepping over the no-op
+    assert "dropped the live tables" in rolled.output
+    assert f"skipped 1 later promote that changed nothing ({second.run_id})" in rolled.output
+    with pytest.raises(Exception, match="no promote to roll back"):
+        rolling_back.rollback(settings, conn, drop=False, confirm=lambda action: None)
+    assert first.run_id != second.run_id
+
+
+# -- 8. small things ---------------------------------------------------------------------------------------
+
+
+def test_the_dry_run_says_plainly_that_promote_would_refuse_and_counts_one_warning(settings, database, cli_env):
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
+    result = invoke(["dry-run"], {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA})
+    assert result.exit_code == 0, result.output
+    assert "1 warning " in result.output or "1 warning," in result.output or "1 warning (" in result.output
+    assert "1 warnings" not in result.output
+    assert "The dry run is built and reviewable, but promote would refuse it at the current threshold" in result.output
+    assert "38.46% is above 5.00%" in result.output
+
+
+def test_promote_help_names_the_user_option_plainly():
+    result = invoke(["promote", "--help"], {})
+    assert "--user ID" in result.output and "list[str]" not in result.output
+
+
+def test_a_legacy_schema_that_does_not_exist_is_named_as_such(cli_env):
+    result = invoke(["dry-run"], {**cli_env, "MIGRATION_LEGACY_SCHEMA": "nothing_here"})
+    assert result.exit_code == 2
+    assert "Error: the legacy schema 'nothing_here' does not exist in database" in result.output
+
+
+@pytest.mark.slow  # a subprocess and dbt's docs: the same on every PostgreSQL version
+def test_docs_serve_stopped_by_sigterm_ends_cleanly(fresh, tmp_path):
+    settings, conn, env = fresh
+    out_dir = tmp_path / "site"
+    assert invoke(["docs", "--out", str(out_dir)], env).exit_code == 0
+    child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "docs", "--out", str(out_dir), "--serve"],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "Serving" not in line and time.monotonic() < deadline:
+        line = process.stdout.readline()
+    assert "Serving http://127.0.0.1:" in line
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Stopped." in out and "leaked" not in err and "semaphore" not in err and "Traceback" not in err

@@ -354,22 +354,27 @@ def test_sync_skips_users_whose_live_rows_the_application_wrote(promoted, cli_en
     settings, conn = promoted
     # after its deploy the application writes the live tables itself
     execute(conn, """update legacy_fixtures."UserProfile" set location = 'set by the app' where "userId" = 'u03'""")
-    for profile in ("p03r", "p04r"):
-        execute(conn, """update legacy_fixtures."Profile" set data = data || '{"ageRange": "99"}' where id = %s""",
-                [profile])  # fmt: skip
+    for profile in ("p03r", "p04r"):  # a new object sub-key: it reaches the merged profile whatever the order
+        execute(
+            conn,
+            """update legacy_fixtures."Profile" set data = data || '{"lifestyle": {"cutover": "yes"}}' where id = %s""",
+            [profile],
+        )
     env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES}
     result = invoke(["sync", "--yes"], env)
     assert result.exit_code == 1, result.output
     assert "1 user was skipped" in result.output and "u03" in result.output and "--force" in result.output
-    assert "1 user changed" not in result.output and "2 users changed" in result.output
+    assert "2 users changed" in result.output and "1 user skipped" in result.output
     with psycopg.connect(**conn.kwargs()) as pg:
-        rows = dict(
-            pg.execute(
-                'select "userId", location from legacy_fixtures."UserProfile" where "userId" in (\'u03\', \'u04\')'
+        rows = {
+            user: (location, lifestyle)
+            for user, location, lifestyle in pg.execute(
+                'select "userId", location, lifestyle from legacy_fixtures."UserProfile"'
+                " where \"userId\" in ('u03', 'u04')"
             )
-        )
-        age = pg.execute('select "ageRange" from legacy_fixtures."UserProfile" where "userId" = \'u04\'').fetchone()[0]
-    assert rows["u03"] == "set by the app" and age == "99"  # u04 written, u03 left alone
+        }
+    assert rows["u03"][0] == "set by the app" and "cutover" not in rows["u03"][1]  # left alone
+    assert rows["u04"][1]["cutover"] == "yes"  # written
     forced = invoke(["sync", "--yes", "--force"], env)
     assert forced.exit_code == 0, forced.output
     assert differences(conn, settings, dry_run_too=False, threshold=EVERYTHING) == []

@@ -153,6 +153,8 @@ def dry_run(outcome, console: Console = out) -> None:
         markup=False,
     )
     summary(outcome.summary.rows, console)
+    if outcome.record.get("message"):
+        console.print(f"Note: {outcome.record['message']}.", markup=False)
     failed = outcome.summary.failed_checks()
     if failed == ["conflict_rate"]:
         console.print(

@@ -89,8 +89,8 @@ def serve(httpd: http.server.HTTPServer, feedback: Feedback = SILENT) -> None:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     with httpd:
-        feedback.note(f"Serving {url(httpd)} (Ctrl-C to stop)")
-        try:
+        try:  # from the first line on: a signal right after it still stops cleanly
+            feedback.note(f"Serving {url(httpd)} (Ctrl-C to stop)")
             httpd.serve_forever()
         except KeyboardInterrupt:
             feedback.note("Stopped.")

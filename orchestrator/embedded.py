@@ -314,7 +314,12 @@ class ProjectServer:
             state = json.loads(self.state_file.read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise OrchestratorError(
+                f"cannot read the embedded server's state file {self.state_file}: {exc.strerror}: check that you "
+                f"can read it and every folder above it, or set ORCHESTRATOR_HOME to a folder of yours"
+            ) from None
+        except ValueError as exc:
             raise self._corrupt(f"it is not readable JSON ({exc})") from None
         if not isinstance(state, dict):
             kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}

@@ -171,8 +171,8 @@ class Stop:
     """Ctrl-C or SIGTERM while following: the first ends the loop after the round in progress, a second
     interrupts at once."""
 
-    def __init__(self, feedback: Feedback):
-        self.event = threading.Event()
+    def __init__(self, feedback: Feedback, event: threading.Event | None = None):
+        self.event = event or threading.Event()
         self.feedback = feedback
 
     def __enter__(self) -> Stop:
@@ -205,13 +205,14 @@ def follow(
     lock_timeout: str = "5s",
     feedback: Feedback = SILENT,
     rounds: int | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
-    """Rounds every ``interval`` seconds until Ctrl-C or SIGTERM (or ``rounds`` rounds). Every round's
-    result goes to ``on_round``; a refused round is reported and the next one tries again. Returns the
-    users skipped in any round (the application wrote their live rows)."""
+    """Rounds every ``interval`` seconds until Ctrl-C or SIGTERM (or ``rounds`` rounds, or ``stop`` is
+    set). Every round's result goes to ``on_round``; a refused round is reported and the next one tries
+    again. Returns the users skipped in any round (the application wrote their live rows)."""
     skipped: dict[str, None] = {}
     done = 0
-    with Stop(feedback) as stop:
+    with Stop(feedback, stop) as stop:
         while not stop.event.is_set() and (rounds is None or done < rounds):
             try:
                 result = sync_round(

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,14 +62,13 @@ def test_the_setup_command_needs_nothing_but_python_and_the_test_command_install
 
 @pytest.mark.slow  # a whole demo on a server of its own: the same on every PostgreSQL version
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged account needs root")
-def test_the_demo_runs_as_an_unprivileged_user_with_nothing_but_python(tmp_path):
+def test_the_demo_runs_as_an_unprivileged_user_with_nothing_but_python():
     """As `nobody`, with a PATH of the system's binaries only (no venv, no npm, no Chromium needed), the
     README's main job runs to its end: the embedded server is that user's own, in its home."""
     account = pwd.getpwnam(os.environ.get("ORCHESTRATOR_PG_OS_USER", "nobody"))
-    home = tmp_path / "home"
-    home.mkdir()
+    # pytest's own temporary folders are its user's alone: the account's home goes where it can reach it
+    home = Path(tempfile.mkdtemp(prefix="newcomer-home-"))
     os.chown(home, account.pw_uid, account.pw_gid)
-    tmp_path.chmod(0o755)
     site = next(Path(sys.prefix, "lib").glob("python3.*/site-packages"))
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
@@ -107,6 +107,7 @@ def test_the_demo_runs_as_an_unprivileged_user_with_nothing_but_python(tmp_path)
             capture_output=True,
             timeout=120,
         )
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # -- 3. a damaged server.json -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from orchestrator import changes, db, fingerprint, gates, locks, metadata
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, DbtResult, DbtRun, preload
 from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.faults import fault_point
 from orchestrator.feedback import SILENT, Feedback
 
 BUILD_NODES = {"model", "seed", "test"}  # what `dbt build` runs, with the unit tests
@@ -310,6 +311,9 @@ def catch_up(
             )
             spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
             changes.update(pg, settings.meta_schema, "dry_run", now, changed)
+        # killed from here on, the state is recorded `started` with its rows in place: the next catch-up
+        # or sync round takes it from there
+        fault_point("catch-up:after-splice")
         feedback.note(f"Replaced the rows of {changed.describe()} in {len(spliced)} tables; rebuilding the summary")
         result = _build(run, feedback, ["build", "--select", *SUMMARY_SELECTION])
         status, error_failures, message = _verdict(

@@ -68,13 +68,14 @@ def start_dry_run(
     batches: int = 1,
     parent: dict | None = None,
 ) -> str:
-    """Record a dry run (or, with ``parent``, a catch-up of that dry-run state) as started."""
+    """Record a dry run (or, with ``parent``, a catch-up of that dry-run state: its models are the
+    parent's) as started."""
     dry_run_id = new_id()
     pg.execute(
         sql.SQL(
             "insert into {} (dry_run_id, status, scope, legacy_schema, dry_run_schema, fingerprint_before,"
-            " max_conflict_rate, batches, parent_dry_run_id, root_dry_run_id)"
-            " values (%s, 'started', %s, %s, %s, %s, %s, %s, %s, %s)"
+            " max_conflict_rate, batches, parent_dry_run_id, root_dry_run_id, models_version)"
+            " values (%s, 'started', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(_table(meta_schema, "dry_runs")),
         [
             dry_run_id,
@@ -86,6 +87,7 @@ def start_dry_run(
             batches,
             parent and parent["dry_run_id"],
             root_of(parent) if parent else dry_run_id,
+            parent and parent["models_version"],
         ],
     )
     return dry_run_id

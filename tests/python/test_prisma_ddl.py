@@ -63,7 +63,7 @@ def require_prisma() -> None:
         if shutil.which(tool) is None:
             pytest.fail(f"`{tool}` is not on PATH: these tests need Node.js 18.18+ with npm, and Prisma: {install}")
     pinned = json.loads((PRISMA_DIR / "package.json").read_text())["devDependencies"]
-    for package in ("prisma", "@prisma/adapter-pg"):
+    for package in pinned:  # prisma, @prisma/adapter-pg, @prisma/client, pg
         manifest = PRISMA_DIR / "node_modules" / package / "package.json"
         if not manifest.exists():
             pytest.fail(f"npm package {package} is not installed in {PRISMA_DIR}/node_modules: {install}")

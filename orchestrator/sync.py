@@ -75,7 +75,9 @@ def sync_round(
             max_conflict_rate = in_effect.get("max_conflict_rate") or gates.threshold_of(settings, state).value
         threshold = max_conflict_rate
         now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema)
-        changed = changes.changed_since(pg, settings.meta_schema, "live", now) | changes.changed_since(
+        # the live tables hold users only: an orphan Profile changes the dry-run state's logs, not them
+        live_changed = changes.changed_since(pg, settings.meta_schema, "live", now)
+        changed = changes.Changes(live_changed.users, []) | changes.changed_since(
             pg, settings.meta_schema, "dry_run", now
         )
         if not changed:

@@ -68,7 +68,7 @@ def change_blobs(pg, schema: str, users: int, salt: str) -> int:
     """Update one legacy Profile of each of ``users`` users (the first by id): what the app does on a chat."""
     return pg.execute(
         sql.SQL(
-            "update {profiles} as p set data = coalesce(p.data, '{{}}'::jsonb) || jsonb_build_object('location', %s)"
+            "update {profiles} as p set data = coalesce(p.data, '{{}}'::jsonb) || jsonb_build_object('location', %s::text)"
             " where p.id in (select min(p2.id) from {profiles} as p2"
             ' join {contexts} as cp on cp.id = p2."contextProfileId"'
             ' where cp."userId" in (select id from {users} order by id limit %s) group by cp."userId")'

@@ -270,7 +270,7 @@ def catch_up(
     *,
     state: dict,
     now: sql.Identifier,
-    fingerprint_now: dict,
+    fingerprint_now: dict | None,
     changed: changes.Changes,
     max_conflict_rate: Decimal,
     feedback: Feedback = SILENT,
@@ -280,23 +280,27 @@ def catch_up(
     in place of the old ones in every per-user table of the dry-run schema, and rebuild the summary. The
     result is recorded as a new dry-run state (scope 'catch-up') whose reads are ``state``'s with the
     changed owners' from ``now``: what a dry run started at that moment would have built.
+    ``fingerprint_now`` is the legacy fingerprint of that same read (None from a sync round, which takes
+    none: a later plain promote of the state then asks for --catch-up).
 
     On ``pg`` (promote's connection, under its lock). A failed rebuild is returned as it is (the dry-run
     schema untouched): promote's gates refuse it, naming the test that failed.
     """
-    metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
-    feedback.note(f"Rebuilding the {changed.describe()} changed since dry run {state['dry_run_id']} read them")
-    rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, feedback=feedback)
-    if rebuilt.record["status"] != "built":
-        return rebuilt
-    if rebuilt.record["models_version"] != state["models_version"]:
-        raise CheckFailed(
-            "the models changed since the dry run was built (models version "
-            f"{(state['models_version'] or 'unknown')[:12]}, now {(rebuilt.record['models_version'] or '')[:12]}): "
-            "a catch-up cannot mix them; run `orchestrator dry-run` again, then promote; nothing was changed"
-        )
-    run = DbtProject(settings, conn).full(batches=state.get("batches") or 1, max_conflict_rate=max_conflict_rate)
+    # held throughout (a dry run's lock is taken again by the rebuild: it nests): no dry run may rebuild
+    # the schema between this rebuild and the splice
     with locks.dry_run_lock(pg):
+        metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
+        feedback.note(f"Rebuilding the {changed.describe()} changed since dry run {state['dry_run_id']} read them")
+        rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, feedback=feedback)
+        if rebuilt.record["status"] != "built":
+            return rebuilt
+        if rebuilt.record["models_version"] != state["models_version"]:
+            raise CheckFailed(
+                "the models changed since the dry run was built (models version "
+                f"{(state['models_version'] or 'unknown')[:12]}, now {(rebuilt.record['models_version'] or '')[:12]}): "
+                "a catch-up cannot mix them; run `orchestrator dry-run` again, then promote; nothing was changed"
+            )
+        run = DbtProject(settings, conn).full(batches=state.get("batches") or 1, max_conflict_rate=max_conflict_rate)
         with pg.transaction():
             record_id = metadata.start_dry_run(
                 pg,
@@ -320,7 +324,7 @@ def catch_up(
             pg,
             settings.dry_run_schema,
             result,
-            lambda: fingerprint.legacy_fingerprint(pg, settings.legacy_schema) != fingerprint_now,
+            lambda: _changed_since_read(pg, settings, fingerprint_now),
         )
         metadata.finish_dry_run(
             pg,
@@ -331,7 +335,8 @@ def catch_up(
             models_version=state["models_version"],
             dry_run_tables=metadata.dry_run_relations(pg, settings.dry_run_schema),
             fingerprint_after=fingerprint_now,
-            chat_fingerprint=fingerprint.chat_fingerprint(pg, settings.legacy_schema),
+            # verify's "chat messages unchanged since the dry run" is about the reviewed dry run's
+            chat_fingerprint=state.get("chat_fingerprint"),
             error_failures=error_failures,
             warn_failures=sum(1 for node in result.nodes if node.status == "warn"),
             message=message,
@@ -339,12 +344,21 @@ def catch_up(
         record = metadata.latest_dry_run(
             pg, settings.meta_schema, dry_run_schema=settings.dry_run_schema, legacy_schema=settings.legacy_schema
         )
-    return DryRunOutcome(
-        dbt=dataclasses.replace(result, nodes=rebuilt.dbt.nodes + result.nodes),
-        record=record,
-        summary=gates.read_summary(pg, settings.dry_run_schema),
-        batches=state.get("batches") or 1,
-    )
+        return DryRunOutcome(
+            dbt=dataclasses.replace(result, nodes=rebuilt.dbt.nodes + result.nodes),
+            record=record,
+            summary=gates.read_summary(pg, settings.dry_run_schema),
+            batches=state.get("batches") or 1,
+        )
+
+
+def _changed_since_read(pg: psycopg.Connection, settings: Settings, fingerprint_now: dict | None) -> bool:
+    """Whether the legacy data changed since the catch-up read it: by its fingerprint when one was taken
+    with the reads, else by the reads themselves."""
+    if fingerprint_now is not None:
+        return fingerprint.legacy_fingerprint(pg, settings.legacy_schema) != fingerprint_now
+    again = changes.take(pg, settings.legacy_schema, name="legacy_reads_again")
+    return bool(changes.changed_since(pg, settings.meta_schema, "dry_run", again))
 
 
 def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_schema: str) -> list[str]:

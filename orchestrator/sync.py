@@ -74,7 +74,9 @@ def sync_round(
         if max_conflict_rate is None:  # the one the live tables' promote (or the last round) used
             max_conflict_rate = in_effect.get("max_conflict_rate") or gates.threshold_of(settings, state).value
         threshold = max_conflict_rate
-        now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema)
+        # no fingerprint per round: the reads alone tell what changed (a plain promote of the state a round
+        # leaves asks for --catch-up)
+        now = changes.take(pg, settings.legacy_schema)
         # the live tables hold users only: an orphan Profile changes the dry-run state's logs, not them
         live_changed = changes.changed_since(pg, settings.meta_schema, "live", now)
         changed = changes.Changes(live_changed.users, []) | changes.changed_since(
@@ -93,7 +95,7 @@ def sync_round(
             pg,
             state=state,
             now=now,
-            fingerprint_now=fingerprint_now,
+            fingerprint_now=None,
             changed=changed,
             max_conflict_rate=threshold,
             feedback=feedback,

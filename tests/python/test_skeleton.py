@@ -7,20 +7,11 @@ import socket
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from orchestrator import dry_run, fixtures
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 from orchestrator.embedded import ProjectServer
-
-runner = CliRunner()
-
-
-def invoke(args, env=None):
-    result = runner.invoke(app, args, env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a crash never passes as an expected failure
-    return result
 
 
 @pytest.fixture()
@@ -143,7 +134,7 @@ def test_missing_legacy_tables_via_cli(cli_env):
 
 
 def test_fixtures_load_into_the_legacy_ddl(settings, database):
-    counts = fixtures.load(settings, database, "legacy_fixtures")
+    counts = fixtures.load(settings, database, FIXTURES_SCHEMA)
     assert counts == {"User": 13, "ContextProfile": 28, "Profile": 29, "ChatMessage": 7}
     with psycopg.connect(**database.kwargs()) as pg:
         column_type = pg.execute(

@@ -12,10 +12,10 @@ import json
 import psycopg
 import pytest
 
-from orchestrator import fixtures, pipeline
-from orchestrator.dbt import run_dbt
+from orchestrator import fixtures
+from orchestrator.config import FIXTURES_SCHEMA
+from orchestrator.dbt import DbtProject
 
-LEGACY = "legacy_fixtures"
 STAGING = {
     "stg_legacy__users": "User",
     "stg_legacy__context_profiles": "ContextProfile",
@@ -26,9 +26,9 @@ STAGING = {
 
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
-    fixtures.load(settings, database, LEGACY)
-    env = pipeline.dry_run_env(settings, settings.dry_run_schema)
-    return run_dbt(settings.project_dir, database, ["build", "--empty"], env=env, state_dir=settings.home)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
+    # the full dry run's kind of dbt run (its target, schemas and state), with no vars: as `dbt build` runs
+    return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
 
 def test_dbt_build_empty_runs_every_node(empty_build, settings, database):
@@ -41,7 +41,7 @@ def test_dbt_build_empty_runs_every_node(empty_build, settings, database):
     with psycopg.connect(**database.kwargs()) as pg:
         # built, from no rows: the legacy tables were not read
         assert pg.execute(f'select count(*) from "{settings.dry_run_schema}".profile').fetchone()[0] == 0
-        assert pg.execute(f'select count(*) from "{LEGACY}"."User"').fetchone()[0] > 0
+        assert pg.execute(f'select count(*) from "{FIXTURES_SCHEMA}"."User"').fetchone()[0] > 0
 
 
 def test_each_staging_model_reads_its_one_legacy_table(empty_build):

@@ -20,6 +20,27 @@ from orchestrator.db import LEGACY_TABLES
 
 ROLE = "lp_migrator"
 LP_LEGACY, LP_DRY_RUN, LP_META = "lp_legacy", "lp_dry_run", "lp_meta"
+LATE_USER = "lp-late"
+
+
+def add_late_user(conn) -> None:
+    """What the app does after the full promote: a new user, with one profile."""
+    legacy = {name: sql.Identifier(LP_LEGACY, name) for name in ("User", "ContextProfile", "Profile")}
+    execute(conn, sql.SQL('insert into {} (id, "updatedAt") values (%s, now())').format(legacy["User"]), [LATE_USER])
+    execute(
+        conn,
+        sql.SQL(
+            'insert into {} (id, "userId", "contextType", "updatedAt") values (%s, %s, \'friendship\', now())'
+        ).format(legacy["ContextProfile"]),
+        [f"{LATE_USER}-cp", LATE_USER],
+    )
+    execute(
+        conn,
+        sql.SQL('insert into {} (id, "contextProfileId", data, "updatedAt") values (%s, %s, %s, now())').format(
+            legacy["Profile"]
+        ),
+        [f"{LATE_USER}-p", f"{LATE_USER}-cp", '{"location": "Lisbon"}'],
+    )
 
 
 def test_least_privilege_role_runs_the_whole_flow_and_leaks_no_secret(settings, database, tmp_path):
@@ -57,25 +78,44 @@ def test_least_privilege_role_runs_the_whole_flow_and_leaks_no_secret(settings, 
         "MIGRATION_META_SCHEMA": LP_META,
     }
     reports = tmp_path / "reports"
-    first_user = sorted(row["id"] for row in rows["User"])[0]
     assert f"Role {ROLE} created: reads schema {LP_LEGACY}, owns {LP_DRY_RUN}" in granted.stdout
-    flow = [  # (command, what it says on stdout)
-        (["dry-run"], rf"^Dry run \w+ built into schema {LP_DRY_RUN}: \d+ nodes built, \d+ tests passed"),
-        (PROMOTE_ARGS, rf"^Promoted \(all users\) into schema {LP_LEGACY}: run \S+ \(created the live tables\)\.$"),
-        (["verify"], rf"Verification of the live tables in schema {LP_LEGACY}"),
-        (["report", "--format", "csv", "--out", str(reports)], rf"^Wrote {re.escape(str(reports))}/migration_summary"),
-        # rebuilds into the partial dry-run schema
-        ([*PROMOTE_ARGS, "--user", first_user], rf"^Promoted \(1 users\) into schema {LP_LEGACY}: run \S+\.$"),
-        (["rollback", "--yes"], r"^Rolled back \(run \S+\): restored the live tables to their state before promote"),
-        (["cleanup", "--keep", "1"], r"^Removed the backups of 0 older promotes; kept 1 rollback level\(s\)\.$"),
-        (["rollback", "--yes", "--drop"], r"^Rolled back \(run \S+\): dropped the live tables\.$"),
-    ]
     outputs = [granted.stdout, granted.stderr]
-    for args, says in flow:
-        result = run_cli(args, env)
-        outputs += [result.stdout, result.stderr]
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-        assert re.search(says, result.stdout, re.MULTILINE), (args, says, result.stdout)
+
+    def run_as_the_role(steps) -> None:
+        for args, says in steps:  # (command, what it says on stdout)
+            result = run_cli(args, env)
+            outputs.extend([result.stdout, result.stderr])
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+            assert re.search(says, result.stdout, re.MULTILINE), (args, says, result.stdout)
+
+    run_as_the_role(
+        [
+            (["dry-run"], rf"^Dry run \w+ built into schema {LP_DRY_RUN}: \d+ nodes built, \d+ tests passed"),
+            (PROMOTE_ARGS, rf"^Promoted \(all users\) into schema {LP_LEGACY}: run \S+ \(created the live tables\)\.$"),
+            (["verify"], rf"Verification of the live tables in schema {LP_LEGACY}"),
+            (
+                ["report", "--format", "csv", "--out", str(reports)],
+                rf"^Wrote {re.escape(str(reports))}/migration_summary",
+            ),
+        ]
+    )
+    assert dump(database, LP_LEGACY, LEGACY_TABLES) == legacy_before
+    # the app adds a user after the full promote, so that the partial promote of that user writes a row and
+    # the rollback has it to undo (rollback steps over a promote that changed nothing)
+    add_late_user(database)
+    legacy_before = dump(database, LP_LEGACY, LEGACY_TABLES)
+    run_as_the_role(
+        [
+            # rebuilds into the partial dry-run schema
+            ([*PROMOTE_ARGS, "--user", LATE_USER], rf"^Promoted \(1 users\) into schema {LP_LEGACY}: run \S+\.$"),
+            (
+                ["rollback", "--yes"],
+                r"^Rolled back \(run \S+\): restored the live tables to their state before promote",
+            ),
+            (["cleanup", "--keep", "1"], r"^Removed the backups of 0 older promotes; kept 1 rollback level\(s\)\.$"),
+            (["rollback", "--yes", "--drop"], r"^Rolled back \(run \S+\): dropped the live tables\.$"),
+        ]
+    )
     assert "Legacy tables verified unchanged" in outputs[-2]
 
     # with a wrong password: a clear one-line error, and the wrong password is not echoed either

@@ -45,6 +45,10 @@ DROP_FAULTS = [("rollback:mid-drop", "new", True)]  # rollback --drop: one table
 CREATE_FAULTS = [("promote:mid-write", "none", True)]  # the first promote: tables created and half written
 MODES = ("sigkill", "terminate")
 
+# what the CLI says when its database session is terminated at a fault point, or after its commit
+TERMINATED = "Error: the database refused an operation: terminating connection due to administrator command"
+DONE = {"promote": f"Promoted (all users) into schema {FIXTURES_SCHEMA}: run ", "rollback": "Rolled back (run "}
+
 
 def inject(stage: Stage, args: list[str], point: str, mode: str, fault_dir: Path):
     """Run the CLI with a fault at ``point``: SIGKILL, or its database session terminated there."""
@@ -62,9 +66,10 @@ def inject(stage: Stage, args: list[str], point: str, mode: str, fault_dir: Path
     )
     if point.endswith("after-commit"):
         assert result.returncode == 0, result.stdout + result.stderr  # done before the session was cut
+        assert DONE[args[0]] in result.stdout, result.stdout + result.stderr
     else:
         assert result.returncode == 2, result.stdout + result.stderr
-        assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(TERMINATED) and "Traceback" not in result.stderr, result.stderr
     return result
 
 

@@ -435,7 +435,7 @@ def test_json_outputs_and_exit_codes(cli, tmp_path):
     ]
     pdf = invoke(["report", "--format", "pdf"], cli)
     assert pdf.exit_code == 2  # could not run
-    assert pdf.output == "Error: unknown report format 'pdf': use csv, json, md or html\n"
+    assert pdf.output == "Error: unknown report format 'pdf': use md, csv, json, html\n"
     unknown_option = invoke(["report", "--no-such-option"], cli)
     assert unknown_option.exit_code == 2  # a usage error: click's message, with the way to the help
     assert "Error: No such option: --no-such-option" in unknown_option.output

@@ -1,4 +1,4 @@
-"""Fault injection for the hardening tests (tests/python/test_hardening.py, docs/reliability.md).
+"""Fault injection for the hardening tests (tests/python/test_faults.py, docs/reliability.md).
 
 ``fault_point(name)`` marks a place in promote/rollback where a crash must be survivable. It does
 nothing unless the environment variable ORCHESTRATOR_FAULT names that point, as

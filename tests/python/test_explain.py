@@ -8,11 +8,11 @@ import json
 import legacy_generator
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from orchestrator import dry_run, fixtures
 from orchestrator import promote as promoting
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 
 
 def reconciliation_problems(conn, dry_run_schema: str) -> dict[str, int]:
@@ -68,7 +68,7 @@ def reconciliation_problems(conn, dry_run_schema: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def built(settings, database):
-    fixtures.load(settings, database, "legacy_fixtures")
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
     return settings, database
 
@@ -134,16 +134,13 @@ def test_explain_keeps_number_text(built):
     assert '"legacy_value": 1.500' in text and '"normalised_value": "1.500"' in text
 
 
-runner = CliRunner()
-
-
 def test_explain_cli(built, cli_env):
-    env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": "legacy_fixtures"}
-    result = runner.invoke(app, ["explain", "--user", "u04"], env=env)
+    env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
+    result = invoke(["explain", "--user", "u04"], env)
     assert result.exit_code == 0, result.output
     assert "lost a conflict" in result.output  # the table wraps cells at the runner's width
     assert "ContextIntent[friendship]" in result.output  # user data and targets are not taken as markup
-    unknown = runner.invoke(app, ["explain", "--user", "ghost"], env=env)
+    unknown = invoke(["explain", "--user", "ghost"], env)
     assert unknown.exit_code == 1
     assert "is not a legacy user" in unknown.output and "orphan_context_profile" in unknown.output
 

@@ -18,6 +18,7 @@ import pytest
 from psycopg.types.json import set_json_loads
 
 from orchestrator import dry_run, fixtures
+from orchestrator.config import FIXTURES_SCHEMA
 
 
 def ts(month: int, hour: int) -> dt.datetime:
@@ -37,7 +38,7 @@ ALL_PROFILE = ["coreValues", "beliefs", "interactionStyle", "lifestyle", "constr
 
 @pytest.fixture(scope="module")
 def built(settings, database):
-    fixtures.load(settings, database, "legacy_fixtures")
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
     with psycopg.connect(**database.kwargs()) as pg:
         set_json_loads(partial(json.loads, parse_float=Decimal), pg)

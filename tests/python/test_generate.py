@@ -13,13 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import invoke
 from psycopg import sql
-from typer.testing import CliRunner
 
 from orchestrator import batches as user_batches
 from orchestrator import db, dry_run, fingerprint, fixtures
 from orchestrator import generate as generating
-from orchestrator.cli import app
 from orchestrator.errors import OrchestratorError
 
 USERS = 2000
@@ -215,7 +214,7 @@ def test_refuses_a_schema_whose_tables_hold_rows_it_did_not_make(database, cli_e
     with pytest.raises(OrchestratorError, match='was not made by `orchestrator generate`.*"User" 1') as refused:
         generate(database, "app_data", users=10)
     assert refused.value.exit_code == 2
-    result = CliRunner().invoke(app, ["generate", "--users", "10", "--schema", "app_data"], env=cli_env)
+    result = invoke(["generate", "--users", "10", "--schema", "app_data"], cli_env)
     assert result.exit_code == 2, result.output
     assert "not made by `orchestrator generate`" in result.output
     with psycopg.connect(**database.kwargs()) as pg:
@@ -233,7 +232,7 @@ def test_refuses_a_fixtures_schema_and_fixtures_refuse_a_generated_one(settings,
 def test_writes_into_an_empty_schema_and_the_cli_reports_each_phase(database, cli_env):
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         pg.execute("drop schema if exists gen_empty cascade; create schema gen_empty")
-    result = CliRunner().invoke(app, ["generate", "--users", "50", "--schema", "gen_empty", "--seed", "9"], env=cli_env)
+    result = invoke(["generate", "--users", "50", "--schema", "gen_empty", "--seed", "9"], cli_env)
     assert result.exit_code == 0, result.output
     for phase in ("prepare", "load User", "load Profile", "primary keys", "vacuum", "Generated 50 users (seed 9)"):
         assert phase in result.output
@@ -329,7 +328,7 @@ def test_batches_out_of_range_are_refused(settings, generated, cli_env):
     conn, _ = generated
     with pytest.raises(OrchestratorError, match="between 1 and 64"):
         dry_run.dry_run(settings, conn, batches=65)
-    result = CliRunner().invoke(app, ["dry-run", "--batches", "0"], env=cli_env)
+    result = invoke(["dry-run", "--batches", "0"], cli_env)
     assert result.exit_code == 2
     assert "Error: Invalid value for '--batches'" in result.output
     assert "'0' is neither `auto` nor a whole number from 1 to 64" in result.output

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from orchestrator import fixtures
+from orchestrator.config import FIXTURES_SCHEMA
 from orchestrator.dbt import DbtProject
 
-LEGACY = "legacy_fixtures"
 STAGING = {
     "stg_legacy__users": "User",
     "stg_legacy__context_profiles": "ContextProfile",
@@ -31,7 +31,8 @@ STAGING = {
 
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
+    # the full dry run's kind of dbt run (its target, schemas and state), with no vars: as `dbt build` runs
     return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
 
@@ -45,7 +46,7 @@ def test_dbt_build_empty_runs_every_node(empty_build, settings, database):
     with psycopg.connect(**database.kwargs()) as pg:
         # built, from no rows: the legacy tables were not read
         assert pg.execute(f'select count(*) from "{settings.dry_run_schema}".profile').fetchone()[0] == 0
-        assert pg.execute(f'select count(*) from "{LEGACY}"."User"').fetchone()[0] > 0
+        assert pg.execute(f'select count(*) from "{FIXTURES_SCHEMA}"."User"').fetchone()[0] > 0
 
 
 def test_each_staging_model_reads_its_one_legacy_table(empty_build):
@@ -61,9 +62,9 @@ def test_a_bare_dbt_build_and_test_after_db_env_build_the_dry_run(settings, data
     """`orchestrator db env` exports what profiles.yml and the sources read, the dry run as dbt's default
     target (DBT_TARGET) included: a bare `dbt build` (no --target) builds the dry-run schema from the
     legacy schema, and a bare `dbt test` tests it, as a dbt user expects."""
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     exports = DbtProject(settings, database).shell_env()
-    assert exports["DBT_TARGET"] == "dry_run" and exports["MIGRATION_LEGACY_SCHEMA"] == LEGACY
+    assert exports["DBT_TARGET"] == "dry_run" and exports["MIGRATION_FIXTURES_SCHEMA_SCHEMA"] == FIXTURES_SCHEMA
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "MIGRATION_", "DBT_"))}
     env.update(exports, DBT_TARGET_PATH=str(tmp_path / "target"), DBT_LOG_PATH=str(tmp_path / "logs"))
     dbt = Path(sys.executable).with_name("dbt")
@@ -74,4 +75,4 @@ def test_a_bare_dbt_build_and_test_after_db_env_build_the_dry_run(settings, data
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with psycopg.connect(**database.kwargs()) as pg:
         users = pg.execute(f'select count(*) from "{settings.dry_run_schema}".profile').fetchone()[0]
-        assert users == pg.execute(f'select count(*) from "{LEGACY}"."User"').fetchone()[0] > 0
+        assert users == pg.execute(f'select count(*) from "{FIXTURES_SCHEMA}"."User"').fetchone()[0] > 0

@@ -21,20 +21,20 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from pathlib import Path
 
 import psycopg
 import pytest
-from prisma_introspect import LIVE_TABLES, describe_live_tables
+from helpers import LIVE_TABLE_NAMES, PROJECT_DIR
+from prisma_introspect import describe_live_tables
 from psycopg import sql
 
-from orchestrator.config import ConnInfo
+from orchestrator.config import FIXTURES_SCHEMA, ConnInfo
+from orchestrator.db import LEGACY_TABLES
+from orchestrator.live import MIGRATION_FILE as MIGRATION_FILE_NAME
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 PRISMA_DIR = PROJECT_DIR / "prisma"
-MIGRATION_FILE = PROJECT_DIR / "orchestrator" / "sql" / "unified_profile_migration.sql"
+MIGRATION_FILE = PROJECT_DIR / "orchestrator" / "sql" / MIGRATION_FILE_NAME
 LEGACY_FILE = PROJECT_DIR / "orchestrator" / "sql" / "legacy_schema.sql"
-LEGACY_TABLES = ("User", "ContextProfile", "Profile", "ChatMessage")
 
 # Prisma's WASM engine creates the schema it diffs into; promote runs our file with search_path
 # set to the live schema and creates no schema. The one statement we leave out of Prisma's output.
@@ -258,7 +258,7 @@ def test_unified_profile_migration_builds_prismas_tables(conn, prisma_sql):
 
     # the introspection sees what matters (a vacuous comparison would pass too)
     live = describe_live_tables(conn, "ours_after")
-    assert sorted(live["tables"]) == sorted(LIVE_TABLES)
+    assert sorted(live["tables"]) == sorted(LIVE_TABLE_NAMES)
     foreign_key = live["tables"]["UserProfile"]["constraints"]["UserProfile_userId_fkey"]["definition"]
     assert foreign_key == 'FOREIGN KEY ("userId") REFERENCES "User"(id) ON UPDATE CASCADE ON DELETE CASCADE'
     assert "ContextIntent_userId_contextType_key" in live["tables"]["ContextIntent"]["indexes"]
@@ -306,13 +306,13 @@ def test_promoted_live_tables_are_prismas_tables(conn, database, settings, prism
     from orchestrator import dry_run, fixtures
     from orchestrator import promote as promoting
 
-    fixtures.load(settings, database, "legacy_fixtures")
-    legacy_before = describe_live_tables(conn, "legacy_fixtures", tables=LEGACY_TABLES)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
+    legacy_before = describe_live_tables(conn, FIXTURES_SCHEMA, tables=LEGACY_TABLES)
     dry_run.dry_run(settings, database)
     promoting.promote(settings, database, max_conflict_rate=1, users=None, confirm=lambda plan: None)
 
     build_schema(conn, "prisma_reference", LEGACY_FILE.read_text(), prisma_script(prisma_sql("migration")))
     prismas = describe_live_tables(conn, "prisma_reference")
-    promoted = describe_live_tables(conn, "legacy_fixtures")
+    promoted = describe_live_tables(conn, FIXTURES_SCHEMA)
     assert_same_catalog(promoted, prismas, "the live tables after orchestrator promote")
-    assert describe_live_tables(conn, "legacy_fixtures", tables=LEGACY_TABLES) == legacy_before
+    assert describe_live_tables(conn, FIXTURES_SCHEMA, tables=LEGACY_TABLES) == legacy_before

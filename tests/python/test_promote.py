@@ -12,20 +12,14 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import EVERYTHING, LIVE_TABLE_NAMES, execute, invoke, no_prompt
 
 from orchestrator import dry_run, fixtures, locks, metadata, reports, verify
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
+from orchestrator.db import LEGACY_TABLES
 from orchestrator.errors import CheckFailed
-
-LEGACY = "legacy_fixtures"
-EVERYTHING = Decimal(1)
-
-
-def no_prompt(_plan) -> None:
-    return None
 
 
 def table_dump(pg, schema: str, table: str) -> list[str]:
@@ -42,17 +36,12 @@ def table_dump(pg, schema: str, table: str) -> list[str]:
 
 def live_dump(conn) -> dict[str, list[str]]:
     with psycopg.connect(**conn.kwargs()) as pg:
-        return {table: table_dump(pg, LEGACY, table) for table in ("UserProfile", "ContextIntent")}
+        return {table: table_dump(pg, FIXTURES_SCHEMA, table) for table in LIVE_TABLE_NAMES}
 
 
 def legacy_dump(conn) -> dict[str, list[str]]:
     with psycopg.connect(**conn.kwargs()) as pg:
-        return {table: table_dump(pg, LEGACY, table) for table in ("User", "ContextProfile", "Profile", "ChatMessage")}
-
-
-def execute(conn, statement: str, params=None) -> None:
-    with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
-        pg.execute(statement, params)
+        return {table: table_dump(pg, FIXTURES_SCHEMA, table) for table in LEGACY_TABLES}
 
 
 def audit(conn, settings) -> list[tuple]:
@@ -67,7 +56,7 @@ def fresh(settings, database):
     """Fixtures reloaded, metadata and dry run cleared, dry run built: every test starts from here."""
     execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
     execute(database, f'drop schema if exists "{settings.dry_run_schema}" cascade')
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
     return settings, database
 
@@ -296,7 +285,7 @@ def test_key_accounting_test_fails_on_a_lost_key_or_log_row(fresh):
 
 def test_gate_no_dry_run(settings, database):
     execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     with pytest.raises(CheckFailed, match="run `orchestrator dry-run` first"):
         promote(settings, database)
 
@@ -398,20 +387,11 @@ def test_report_files_are_private_and_stable(fresh, tmp_path):
 
 # -- the CLI ---------------------------------------------------------------------------------------
 
-runner = CliRunner()
-
-
-def invoke(args, env, input=None):
-    result = runner.invoke(app, args, env=env, input=input, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
 
 @pytest.fixture()
 def cli(fresh, cli_env):
     settings, conn = fresh
-    return {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
+    return {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
 
 
 def test_cli_promote_without_terminal_or_yes_exits_2(cli):
@@ -466,7 +446,7 @@ def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
     "RelationshipContextType" with its schema, and the metadata (kept) must still restore exactly."""
     settings, conn = fresh
     promote(settings, conn)
-    fixtures.load(settings, conn, LEGACY)  # drops and recreates the schema, live tables and enum included
+    fixtures.load(settings, conn, FIXTURES_SCHEMA)  # drops and recreates the schema, live tables and enum included
     dry_run.dry_run(settings, conn)
     promote(settings, conn)
     before_change = live_dump(conn)

@@ -25,14 +25,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import typer.main
-from typer.testing import CliRunner
+from helpers import PROJECT_DIR, invoke
 
 from orchestrator import docs_site as docs_siting
 from orchestrator import fixtures, reports
 from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-LEGACY = "legacy_fixtures"
 SCREENSHOTS = PROJECT_DIR / "docs" / "images"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -47,15 +46,6 @@ CHROMIUM_FLAGS = [
 ]
 # attributes that make a browser fetch or navigate somewhere
 REFERENCE_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "srcset", "poster", "data", "background"}
-
-runner = CliRunner()
-
-
-def invoke(args, env):
-    result = runner.invoke(app, args, env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a crash never passes as an expected failure
-    return result
 
 
 def chromium_binary() -> str:
@@ -140,11 +130,11 @@ def without_scripts(page: str) -> str:
 
 @pytest.fixture(scope="module")
 def cli(settings, database, cli_env):
-    env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
+    env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         pg.execute(f'drop schema if exists "{settings.meta_schema}" cascade')
         pg.execute(f'drop schema if exists "{settings.dry_run_schema}" cascade')
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     built = invoke(["dry-run", "--json"], env)
     assert built.exit_code == 0, built.output
     outcome = json.loads(built.stdout)
@@ -445,7 +435,7 @@ def test_json_outputs_and_exit_codes(cli, tmp_path):
     ]
     pdf = invoke(["report", "--format", "pdf"], cli)
     assert pdf.exit_code == 2  # could not run
-    assert pdf.output == "Error: unknown report format 'pdf': use csv, json, md or html\n"
+    assert pdf.output == "Error: unknown report format 'pdf': use md, csv, json, html\n"
     unknown_option = invoke(["report", "--no-such-option"], cli)
     assert unknown_option.exit_code == 2  # a usage error: click's message, with the way to the help
     assert "Error: No such option: --no-such-option" in unknown_option.output

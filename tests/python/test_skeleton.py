@@ -7,20 +7,11 @@ import socket
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from orchestrator import dry_run, fixtures
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 from orchestrator.embedded import ProjectServer
-
-runner = CliRunner()
-
-
-def invoke(args, env=None):
-    result = runner.invoke(app, args, env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a crash never passes as an expected failure
-    return result
 
 
 @pytest.fixture()
@@ -130,20 +121,34 @@ def test_bad_schema_name_is_rejected(cli_env):
     assert "is not allowed" in result.output
 
 
+def create_empty_schema(database, name: str) -> None:
+    with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
+        pg.execute(f'create schema if not exists "{name}"')
+
+
 def test_missing_legacy_tables(settings, database):
-    empty = settings.__class__(**{**settings.__dict__, "legacy_schema": "no_such_schema"})
+    create_empty_schema(database, "empty_legacy")
+    empty = settings.__class__(**{**settings.__dict__, "legacy_schema": "empty_legacy"})
     with pytest.raises(Exception, match="has no table 'User', 'ContextProfile', 'Profile', 'ChatMessage'"):
         dry_run.dry_run(empty, database)
+    absent = settings.__class__(**{**settings.__dict__, "legacy_schema": "no_such_schema"})
+    with pytest.raises(Exception, match="the legacy schema 'no_such_schema' does not exist in database"):
+        dry_run.dry_run(absent, database)
 
 
-def test_missing_legacy_tables_via_cli(cli_env):
+def test_missing_legacy_tables_via_cli(cli_env, database):
     result = invoke(["dry-run"], env={**cli_env, "MIGRATION_LEGACY_SCHEMA": "nothing_here"})
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: the legacy schema 'nothing_here' does not exist in database ")
+    assert "Traceback" not in result.output
+    create_empty_schema(database, "empty_legacy")
+    result = invoke(["dry-run"], env={**cli_env, "MIGRATION_LEGACY_SCHEMA": "empty_legacy"})
     assert result.exit_code == 2
     assert "has no table" in result.output and "Traceback" not in result.output
 
 
 def test_fixtures_load_into_the_legacy_ddl(settings, database):
-    counts = fixtures.load(settings, database, "legacy_fixtures")
+    counts = fixtures.load(settings, database, FIXTURES_SCHEMA)
     assert counts == {"User": 13, "ContextProfile": 28, "Profile": 29, "ChatMessage": 7}
     with psycopg.connect(**database.kwargs()) as pg:
         column_type = pg.execute(

@@ -171,12 +171,15 @@ def test_the_promote_that_creates_the_tables_survives_a_fault(stage, tmp_path, p
 
 
 def test_every_fault_point_is_exercised_and_documented():
+    from test_sync_faults import SYNC_FAULTS
+
+    matrix = (PROMOTE_FAULTS, ROLLBACK_FAULTS, DROP_FAULTS, CREATE_FAULTS, SYNC_FAULTS)
     used = {point for steps in FAULT_POINTS.values() for point in steps.values()}
     for path in (PROJECT_DIR / "orchestrator").glob("*.py"):
         used |= set(re.findall(r'fault_point\("([^"]+)"\)', path.read_text()))
-    tested = {point for cases in (PROMOTE_FAULTS, ROLLBACK_FAULTS, DROP_FAULTS, CREATE_FAULTS) for point, *_ in cases}
+    tested = {point for cases in matrix for point, *_ in cases}
     assert used == tested
     doc = (PROJECT_DIR / "docs" / "reliability.md").read_text()
     assert all(f"`{point}`" in doc for point in used)
-    injected = 2 * sum(len(cases) for cases in (PROMOTE_FAULTS, ROLLBACK_FAULTS, DROP_FAULTS, CREATE_FAULTS))
+    injected = 2 * sum(len(cases) for cases in matrix)
     assert f"**{injected} faults injected, {injected} survived**" in doc

@@ -19,24 +19,18 @@ import legacy_generator
 import psycopg
 import pytest
 import spec_model
+from helpers import EVERYTHING, invoke, no_prompt
 from psycopg import sql
 from spec_model import SQL_NULL
 from test_differential import diff_table, read_table
-from typer.testing import CliRunner
 
 from orchestrator import changes, dry_run, fixtures, live, metadata, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
-from orchestrator.cli import app
 from orchestrator.errors import CheckFailed, OrchestratorError
 
-EVERYTHING = Decimal(1)
 GENERATED = "legacy_live_app"
 FIXTURES = "legacy_fixtures"
-
-
-def no_prompt(_plan) -> None:
-    return None
 
 
 def execute(conn, statement, params=None) -> None:
@@ -439,13 +433,6 @@ def test_runs_show_sync_rounds_and_rollback_undoes_one_at_a_time(promoted, cli_e
         )
     # the next round writes Paris again
     assert "1 user changed" in invoke(["sync", "--yes"], env).output
-
-
-def invoke(args, env):
-    result = CliRunner().invoke(app, args, env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def test_reads_are_per_owner_and_only_read(promoted):

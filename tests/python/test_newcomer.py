@@ -20,26 +20,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import invoke
 from psycopg import sql
-from typer.testing import CliRunner
 
 from orchestrator import dry_run, fixtures
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
-from orchestrator.cli import app
 from orchestrator.config import FIXTURES_SCHEMA
 from orchestrator.embedded import ProjectServer
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 README = (PROJECT_DIR / "README.md").read_text()
 RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
-
-
-def invoke(args, env, input=None):
-    result = CliRunner().invoke(app, args, env=env, input=input, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def commands_of(readme: str) -> list[str]:

@@ -12,8 +12,8 @@ import json
 import psycopg
 import pytest
 
-from orchestrator import fixtures, pipeline
-from orchestrator.dbt import run_dbt
+from orchestrator import fixtures
+from orchestrator.dbt import DbtProject
 
 LEGACY = "legacy_fixtures"
 STAGING = {
@@ -27,8 +27,8 @@ STAGING = {
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
     fixtures.load(settings, database, LEGACY)
-    env = pipeline.dry_run_env(settings, settings.dry_run_schema)
-    return run_dbt(settings.project_dir, database, ["build", "--empty"], env=env, state_dir=settings.home)
+    # the full dry run's kind at the project's default threshold: no vars, as plain `dbt build` runs
+    return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
 
 def test_dbt_build_empty_runs_every_node(empty_build, settings, database):

@@ -163,10 +163,14 @@ def _parse(path: Path, content: bytes) -> tuple[list[dict], list[tuple[int, str]
         header = next(reader, None)
     except csv.Error as exc:
         raise OrchestratorError(f"{path} is not CSV ({exc}), nothing was imported") from None
-    if header is None or [name.strip() for name in header] != list(HEADER):
-        found = "an empty file" if header is None else f"the header {','.join(header)!r}"
+    if header is None:
         raise OrchestratorError(
-            f"{path} has {found}, not the decision template's header {expected!r}: start from "
+            f"{path} is empty: start from `orchestrator decisions template` (its header is {expected!r}), "
+            f"nothing was imported"
+        )
+    if [name.strip() for name in header] != list(HEADER):
+        raise OrchestratorError(
+            f"{path} has the header {','.join(header)!r}, not the decision template's {expected!r}: start from "
             f"`orchestrator decisions template`, nothing was imported"
         )
     rows, problems, undecided = [], [], 0
@@ -251,7 +255,7 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
                     (
                         line,
                         f"position {row['decision']} is out of range: the conflict has {result['value_count']} "
-                        f"values (1 to {result['value_count']})",
+                        f"values (1 to {result['value_count']})" + _number_hint(row["decision"], result),
                     )
                 )
         elif result["malformed"]:
@@ -271,6 +275,15 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
                 )
             )
     return problems
+
+
+def _number_hint(decision: str, result: dict) -> str:
+    """A whole number is a position; say so when the conflict also holds it as a value."""
+    values = json.loads(result["conflict_values"], parse_float=Decimal)
+    if any(type(value) is int and value == int(decision) for value in values):
+        position = next(i for i, value in enumerate(values, 1) if type(value) is int and value == int(decision))
+        return f"; a whole number is a position: to choose the value {decision}, write its position {position}"
+    return ""
 
 
 def _shown(values: str | None) -> str:

@@ -299,7 +299,12 @@ def test_context_intents(built):
 
 
 def test_conflicts(built):
-    rows = built('select user_id, context_type, field, "values", chosen from migration_dry_run.migration_conflicts')
+    rows = built(
+        'select user_id, context_type, field, "values", chosen, decided_by from migration_dry_run.migration_conflicts'
+    )
+    # no reviewer decided anything: every conflict migrates its first value (spec §11)
+    assert {row.pop("decided_by") for row in rows} == {"first_value"}
+    assert built("select count(*) as decisions from migration_dry_run.migration_decisions") == [{"decisions": 0}]
     assert sorted(rows, key=lambda r: (r["user_id"], r["field"])) == [
         {
             "user_id": "u04",
@@ -422,6 +427,8 @@ def test_summary(built):
         # 5 of ALL 13 users (not of the users with data), as a fraction, at numeric division's scale;
         # expected: the dbt var max_conflict_rate's default; at warn severity, so the dry run is built
         "conflict_rate": check(Decimal("0.38461538461538461538"), Decimal("0.05"), passed=False),
+        "conflicts_decided": figure(0),  # no reviewer decision (spec §11)
+        "decisions_stale": check(0, 0),
         "completeness_out_of_range": check(0, 0),
         "chat_messages": figure(7),
         # m1, m2 (cp02r), m3 (cp03f), m4 (cp07r2), m5 (cp05c, no Profile but migrated)

@@ -1,4 +1,6 @@
-"""The dbt project on its own, as a dbt user runs it: `dbt build --empty --target dry_run` on the fixtures.
+"""The dbt project on its own, as a dbt user runs it: `dbt build --empty --target dry_run` on the fixtures,
+on a database the orchestrator never prepared (no metadata schema, so no reviewer decisions table) and on
+one it did.
 
 `--empty` reads every source and ref through `(select * from ... where false limit 0) <alias>`: a
 model that aliases a relation directly (`from {{ ref(...) }} as x`) fails with a syntax error. The
@@ -12,7 +14,7 @@ import json
 import psycopg
 import pytest
 
-from orchestrator import fixtures
+from orchestrator import fixtures, metadata
 from orchestrator.dbt import DbtProject
 
 LEGACY = "legacy_fixtures"
@@ -27,6 +29,8 @@ STAGING = {
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
     fixtures.load(settings, database, LEGACY)
+    with psycopg.connect(**database.kwargs()) as pg:  # as on a database the orchestrator never touched
+        assert pg.execute("select to_regnamespace(%s)", [settings.meta_schema]).fetchone()[0] is None
     # the full dry run's kind at the project's default threshold: no vars, as plain `dbt build` runs
     return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
@@ -51,3 +55,21 @@ def test_each_staging_model_reads_its_one_legacy_table(empty_build):
         node = manifest["nodes"][f"model.migration.{model}"]
         assert node["depends_on"]["nodes"] == [f"source.migration.legacy.{table}"], model
         assert "var(" not in node["raw_code"] and f"legacy_source('{table}')" in node["raw_code"], model
+
+
+def test_the_decisions_are_a_source_in_the_lineage_read_or_empty(empty_build, settings, database):
+    """stg_review__decisions reads the source review.conflict_decisions (the lineage shows it); without the
+    metadata table it reads an empty relation of its columns, and with the table (made by the orchestrator,
+    empty) the plain build reads it."""
+    manifest = json.loads((empty_build.target_path / "manifest.json").read_text())
+    node = manifest["nodes"]["model.migration.stg_review__decisions"]
+    assert node["depends_on"]["nodes"] == ["source.migration.review.conflict_decisions"]
+    assert "user_batched" in node["tags"]  # built by the batches, which read it through int_field_values
+    compiled = (empty_build.target_path / "compiled" / "migration" / node["original_file_path"]).read_text()
+    assert "no_decisions" in compiled and "conflict_decisions" not in compiled
+    with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
+        metadata.ensure(pg, settings.meta_schema)
+    rebuilt = DbtProject(settings, database).full().invoke(["build", "--empty"])
+    assert rebuilt.success, rebuilt.describe_failure()
+    compiled = (rebuilt.target_path / "compiled" / "migration" / node["original_file_path"]).read_text()
+    assert f'"{settings.meta_schema}"."conflict_decisions"' in compiled and "no_decisions" not in compiled

@@ -90,7 +90,10 @@ def check(pg, conflicts: sql.Composable, rows: list[dict]) -> list[dict]:
         " decision text, position integer, listed_values text)"
     )
     columns = ("line", "user_id", "context_type", "field", "decision", "position", "listed_values")
-    with pg.cursor().copy(f"copy pg_temp.decision_rows ({', '.join(columns)}) from stdin") as copy:
+    copy_rows = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier("pg_temp", "decision_rows"), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with pg.cursor().copy(copy_rows) as copy:
         for row in rows:
             copy.write_row([row[column] for column in columns])
     return _rows(pg, _statement("check", conflicts=conflicts))

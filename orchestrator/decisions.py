@@ -80,9 +80,12 @@ def template(
         buffer = io.StringIO(newline="")
         write_template(buffer, rows)
         return Template(len(rows), None, buffer.getvalue())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with private_file(out) as handle:
-        write_template(handle, rows)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with private_file(out) as handle:
+            write_template(handle, rows)
+    except OSError as exc:
+        raise OrchestratorError(f"cannot write {out}: {exc.strerror}: choose another --out") from None
     return Template(len(rows), out)
 
 

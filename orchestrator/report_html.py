@@ -197,9 +197,14 @@ def _decisions_section(data: dict) -> str:
     template = data["decision_template"]
     return (
         '<section id="decisions"><h2>Reviewer decisions</h2>'
-        f'<p class="big">{number(decided)} conflicts decided by a reviewer, {number(defaulted)} defaulted to '
-        f"their first value"
-        + (f'; <span class="fail">{number(stale)} stale decisions</span> (promote refuses them)' if stale else "")
+        f'<p class="big">{number(decided)} {"conflict" if decided == 1 else "conflicts"} decided by a reviewer, '
+        f"{number(defaulted)} defaulted to their first value"
+        + (
+            f'; <span class="fail">{number(stale)} stale {"decision" if stale == 1 else "decisions"}</span> '
+            "(promote refuses them)"
+            if stale
+            else ""
+        )
         + ".</p>"
         f'<p>To decide conflicts, fill in the <a href="{esc(template)}">decision template</a> '
         f"(<code>{esc(template)}</code>, beside this report: every conflict, with its values): write in "

@@ -95,6 +95,10 @@ def test_template_lists_every_conflict_of_the_latest_dry_run(env, tmp_path):
     assert beliefs.stdout.splitlines() == [HEADER, TEMPLATE[1]]
     as_json = invoke(["decisions", "template", "--out", str(out), "--user", "u13", "--json"], env)
     assert json.loads(as_json.stdout) == {"conflicts": 2, "file": str(out)}
+    unwritable = invoke(["decisions", "template", "--out", str(tmp_path)], env)  # a directory
+    assert unwritable.exit_code == 2
+    assert unwritable.output.startswith(f"Error: cannot write {tmp_path}: ")
+    assert unwritable.output.endswith(": choose another --out\n")
 
 
 # -- importing ------------------------------------------------------------------------------------------

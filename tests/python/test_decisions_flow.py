@@ -235,8 +235,8 @@ def test_the_report_shows_decided_conflicts_apart_and_links_the_template(fresh, 
     assert template == tmp_path / "report" / "decisions_template.csv"
     page = html.read_text()
     assert '<a href="decisions_template.csv">' in page
-    assert "1 conflicts decided by a reviewer, 6 defaulted to their first value" in page
-    assert '<span class="fail">1 stale decisions</span>' in page
+    assert "1 conflict decided by a reviewer, 6 defaulted to their first value" in page
+    assert '<span class="fail">1 stale decision</span>' in page
     assert "checked with the user" in page and "value_not_among_values" in page
     assert page.count("<td>reviewer</td>") == 1 and page.count("<td>first value</td>") == 6
     lines = template.read_text().splitlines()

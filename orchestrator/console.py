@@ -156,9 +156,9 @@ def dry_run(outcome, console: Console = out) -> None:
     if "decisions_stale" in failed:
         failed.remove("decisions_stale")
         console.print(
-            f"{plural(int(outcome.summary.value('decisions_stale')), 'reviewer decision')} no longer apply: the "
-            f"legacy data changed since they were made, so the first values were migrated. Promote refuses until "
-            f"they are decided again or cleared: `orchestrator decisions list`.",
+            f"Stale reviewer decisions: {int(outcome.summary.value('decisions_stale'))} (the legacy data changed since "
+            f"they were made, so those conflicts migrated their first values). Promote refuses until they are decided "
+            f"again or cleared: `orchestrator decisions list`.",
             markup=False,
         )
     if failed == ["conflict_rate"]:

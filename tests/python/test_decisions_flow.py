@@ -160,7 +160,10 @@ def test_a_stale_decision_blocks_promote_until_decided_again_or_cleared(fresh, t
     assert live_location(conn, "u04") == "LA"
     # stale again, then cleared: the first value is migrated and promote goes through
     execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Rome"}' where id = 'p04r'""")
-    assert rebuild(env)["decisions_stale"]["value"] == 1
+    built = invoke(["dry-run"], env)  # built and reviewable: exit 0, and it says what promote will say
+    assert built.exit_code == 0, built.output
+    assert "Stale reviewer decisions: 1 (the legacy data changed since they were made" in built.output
+    assert "`orchestrator decisions list`" in built.output
     assert promote(env).exit_code == 1
     cleared = invoke(["decisions", "clear", "--user", "u04", "--yes"], env)
     assert cleared.exit_code == 0

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import __version__, cli_common, cli_data, console
+from orchestrator import __version__, cli_common, cli_data, cli_decisions, console
 from orchestrator.cli_common import JsonOption, LockTimeoutOption, YesOption, context, handles_errors, rate
 from orchestrator.console import err, out
 from orchestrator.errors import CheckFailed, OrchestratorError
@@ -27,6 +27,7 @@ The flow (README.md; the sign-off: docs/reviewing.md):
   orchestrator dry-run                build and test it all in the dry-run schema
   orchestrator docs --serve           the lineage, legacy tables to live tables
   orchestrator report --format html   checks, conflicts, unmapped keys, scores
+  orchestrator decisions template     reviewers decide conflicts, then import and dry-run again
   orchestrator promote                publish into the live tables, gated
   orchestrator sync --follow          follow the application's writes (docs/cutover.md)
   orchestrator verify                 check the live tables
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(cli_data.db_app, name="db")
 app.add_typer(cli_data.fixtures_app, name="fixtures")
+app.add_typer(cli_decisions.decisions_app, name="decisions")
 app.command()(cli_data.generate)
 
 

@@ -156,11 +156,20 @@ def dry_run(outcome, console: Console = out) -> None:
     if outcome.record.get("message"):
         console.print(f"Note: {outcome.record['message']}.", markup=False)
     failed = outcome.summary.failed_checks()
+    if "decisions_stale" in failed:
+        failed.remove("decisions_stale")
+        console.print(
+            f"Stale reviewer decisions: {int(outcome.summary.value('decisions_stale'))} (the legacy data changed since "
+            f"they were made, so those conflicts migrated their first values). Promote refuses until they are decided "
+            f"again or cleared: `orchestrator decisions list`.",
+            markup=False,
+        )
     if failed == ["conflict_rate"]:
         console.print(
             f"The dry run is built and reviewable, but promote would refuse it at the current threshold: the "
             f"conflict rate {percent(outcome.summary.value('conflict_rate'))} is above {percent(outcome.threshold)}. "
-            f"Review the conflicts (`orchestrator report`), then promote with a --max-conflict-rate you accept.",
+            f"Review the conflicts (`orchestrator report`), decide them (`orchestrator decisions template`), or "
+            f"promote with a --max-conflict-rate you accept.",
             markup=False,
         )
     elif failed:
@@ -309,6 +318,50 @@ def runs(history: list[dict], console: Console = out) -> None:
             console.print("    " + line, markup=False)
 
 
+# -- reviewer decisions -------------------------------------------------------------------------------
+
+DECISION_STATUS = {
+    "applied": "applied",
+    "pending": "pending: the next dry run applies it",
+    "stale": "STALE: decide it again or clear it",
+    None: "no dry run to check it against",
+}
+
+
+def decisions_imported(imported, console: Console = out) -> None:
+    console.print(
+        f"Imported {plural(imported.decided, 'decision')} from {imported.file} by {imported.reviewer}"
+        f" (sha256 {imported.sha256[:12]}); {plural(imported.undecided, 'row')} with no decision changed nothing."
+        " Run `orchestrator dry-run` to apply them.",
+        markup=False,
+    )
+
+
+def _conflict_name(row: dict) -> str:
+    return f"{row['field']} ({row['context_type']})" if row["context_type"] else row["field"]
+
+
+def decisions(rows: list[dict], console: Console = out) -> None:
+    """One block per decision: the conflict, the value chosen, its status; who, when and the note."""
+    if not rows:
+        console.print("No reviewer decision yet: `orchestrator decisions template`, fill it in, then import it.")
+        return
+    for row in rows:
+        console.print(
+            f"{_text(row['user_id'])} {escape(_conflict_name(row))} = {_json_text(row['value'])}:"
+            f" {DECISION_STATUS.get(row['status'], row['status'])}"
+        )
+        console.print(
+            f"    by {_text(row['reviewer'])} at {row['decided_at']:%Y-%m-%d %H:%M:%S}"
+            + (f"; note: {_text(row['note'])}" if row["note"] else "")
+            + (f"; values now: {_json_text(row['conflict_values'])}" if row["status"] == "stale" else "")
+        )
+    counts = {status: sum(1 for row in rows if row["status"] == status) for status in ("applied", "pending", "stale")}
+    console.print(
+        f"{plural(len(rows), 'decision')}: " + ", ".join(f"{count} {status}" for status, count in counts.items())
+    )
+
+
 # -- explain ------------------------------------------------------------------------------------------
 
 
@@ -390,6 +443,13 @@ def explain(result: dict, console: Console = out) -> None:
     if not result["keys"]:
         console.print("  (no legacy keys)")
 
+    for decision in result.get("decisions") or []:
+        state = "applied" if decision["status"] == "applied" else f"STALE ({decision['stale_reason']})"
+        console.print(
+            f"Reviewer decision on {escape(_conflict_name(decision))}: {_json_text(decision['decided_value'])},"
+            f" {state}; by {_text(decision['reviewer'])} at {decision['decided_at']:%Y-%m-%d %H:%M:%S}"
+            + (f"; note: {_text(decision['note'])}" if decision["note"] else "")
+        )
     for name, rows in result["dry_run"].items():
         for row in rows:
             title = "Profile" if name == "profile" else f"ContextIntent [{row['context_type']}]"

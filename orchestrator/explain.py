@@ -83,9 +83,18 @@ def explain(settings: Settings, conn: ConnInfo, user_id: str) -> dict:
         conflicts = _rows(
             pg,
             sql.SQL(
-                'select context_type, field, "values", chosen from {} where user_id = %s'
+                'select context_type, field, "values", chosen, decided_by from {} where user_id = %s'
                 ' order by context_type nulls first, field collate "C"'
             ).format(sql.Identifier(dry, "migration_conflicts")),
+            [user_id],
+        )
+        # the reviewers' decisions the dry run read for this user: who, when, why, and whether each applied
+        decisions = _rows(
+            pg,
+            sql.SQL(
+                "select context_type, field, decided_value, reviewer, decided_at, note, status, stale_reason"
+                ' from {} where user_id = %s order by context_type nulls first, field collate "C"'
+            ).format(sql.Identifier(dry, "migration_decisions")),
             [user_id],
         )
         dry_rows = {
@@ -107,6 +116,7 @@ def explain(settings: Settings, conn: ConnInfo, user_id: str) -> dict:
         "legacy_profiles": legacy_profiles,
         "keys": keys,
         "conflicts": conflicts,
+        "decisions": decisions,
         "dry_run": dry_rows,
         "live": live_rows,
     }

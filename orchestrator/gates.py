@@ -18,9 +18,9 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from orchestrator import db, dbt, fingerprint, metadata
+from orchestrator import db, dbt, decision_store, fingerprint, metadata
 from orchestrator.config import Settings
-from orchestrator.formats import percent
+from orchestrator.formats import percent, plural
 
 
 def default_max_conflict_rate(settings: Settings) -> Decimal:
@@ -131,6 +131,8 @@ MODELS_CURRENT = "dry run built by the current models"
 KEYS_RECONCILE = "key accounting reconciles"
 CONFLICT_RATE = "conflict rate within threshold"
 LEGACY_UNCHANGED = "legacy data unchanged since the dry run"
+DECISIONS_CURRENT = "no stale reviewer decision"
+DECISIONS_APPLIED = "reviewer decisions unchanged since the dry run"
 
 
 def check(
@@ -176,11 +178,45 @@ def check(
             "--max-conflict-rate with a higher value",
         )
     )
+    gates.append(_decisions_current(summary))
+    gates.append(_decisions_applied(pg, settings, dry_run_schema, scope_table))
     if caught_up is not None:
         gates.append(Gate(LEGACY_UNCHANGED, True, caught_up, ""))
     else:
         gates.append(_legacy_unchanged(pg, settings, dry_run, scope_table, rebuilt_now))
     return gates
+
+
+def _decisions_current(summary: Summary) -> Gate:
+    """Spec §11: no decision is stale (its conflict is gone, or its value is no longer among the
+    conflict's values): the summary's decisions_stale, of the rebuilt users in a partial rebuild."""
+    stale = summary.value("decisions_stale")
+    if stale is None:  # a dry run built before reviewer decisions existed: it applied none
+        return Gate(DECISIONS_CURRENT, True, "the dry run's summary counts no reviewer decision", "")
+    return Gate(
+        DECISIONS_CURRENT,
+        Decimal(stale) == 0,
+        f"{plural(int(stale), 'stale reviewer decision')} in the dry run (the legacy data changed since it was "
+        f"decided), {int(summary.value('conflicts_decided') or 0)} applied",
+        "list them with `orchestrator decisions list`, then decide those conflicts again (`orchestrator decisions "
+        "template`, `decisions import`) or remove them (`orchestrator decisions clear`), and run `orchestrator "
+        "dry-run` again",
+    )
+
+
+def _decisions_applied(pg: psycopg.Connection, settings: Settings, dry_run_schema: str, scope_table) -> Gate:
+    """The decisions now are the ones the dry run's build read (none imported, changed or cleared since):
+    else the live rows would not migrate what the reviewers decided."""
+    changed = decision_store.changed_since_build(pg, settings.meta_schema, dry_run_schema, scope_table)
+    return Gate(
+        DECISIONS_APPLIED,
+        changed == 0,
+        "the dry run applied the reviewer decisions as they are now"
+        if changed == 0
+        else f"{plural(changed, 'conflict')} decided, decided again or cleared since the dry run",
+        "run `orchestrator dry-run` again, so that it applies them (`orchestrator decisions list` shows them as "
+        "pending), then promote",
+    )
 
 
 def _complete(dry_run: dict) -> Gate:

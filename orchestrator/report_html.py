@@ -144,7 +144,8 @@ def _conflict_rate_section(data: dict) -> str:
         f"allows {percent(threshold)}: {verdict(rate is not None and Decimal(rate) <= threshold)}</p>"
         + rate_gauge(rate, threshold)
         + "<p>A conflict is a scalar field, object sub-key or intent field with two or more distinct values "
-        "across a user's contexts; the first value in context order is migrated and every value is listed.</p>"
+        "across a user's contexts; the first value in context order is migrated, unless a reviewer decided "
+        'another (<a href="#decisions">reviewer decisions</a>), and every value is listed.</p>'
         "</section>"
     )
 
@@ -183,6 +184,53 @@ def _conflicts_by_field_section(data: dict) -> str:
             ],
             numeric={"conflicts (users)"},
         )
+        + "</section>"
+    )
+
+
+def _decisions_section(data: dict) -> str:
+    """The reviewers' decisions (spec §11): applied ones apart from the defaulted conflicts, stale ones
+    flagged, and the template to decide more, one click away."""
+    rows = data["decisions"]
+    decided, stale = _figure(data, "conflicts_decided"), _figure(data, "decisions_stale")
+    defaulted = data["totals"]["conflicts"] - decided
+    template = data["decision_template"]
+    return (
+        '<section id="decisions"><h2>Reviewer decisions</h2>'
+        f'<p class="big">{number(decided)} {"conflict" if decided == 1 else "conflicts"} decided by a reviewer, '
+        f"{number(defaulted)} defaulted to their first value"
+        + (
+            f'; <span class="fail">{number(stale)} stale {"decision" if stale == 1 else "decisions"}</span> '
+            "(promote refuses them)"
+            if stale
+            else ""
+        )
+        + ".</p>"
+        f'<p>To decide conflicts, fill in the <a href="{esc(template)}">decision template</a> '
+        f"(<code>{esc(template)}</code>, beside this report: every conflict, with its values): write in "
+        "<code>decision</code> the position of the value to migrate or its JSON, then "
+        f"<code>orchestrator decisions import {esc(template)}</code> and <code>orchestrator dry-run</code> "
+        "again. A decision is stale when the legacy data changed since it was made: its conflict is gone or its "
+        "value is no longer among the conflict's values (<code>orchestrator decisions list</code>).</p>"
+        + table(
+            ["status", "user_id", "context_type", "field", "value", "decided by", "when", "note"],
+            [
+                [
+                    '<span class="pass">applied</span>'
+                    if row["status"] == "applied"
+                    else f'<span class="fail">stale</span> ({esc(row["stale_reason"])})',
+                    code(row["user_id"]),
+                    esc(_context_name(row["context_type"])),
+                    code(row["field"]),
+                    code(row["decided_value"]),
+                    esc(row["reviewer"]),
+                    esc(row["decided_at"].strftime("%Y-%m-%d %H:%M:%S %Z")),
+                    esc(row["note"] or ""),
+                ]
+                for row in rows
+            ],
+        )
+        + capped(data["totals"]["decisions"], len(rows), "decisions")
         + "</section>"
     )
 
@@ -274,7 +322,7 @@ def _conflicts_section(data: dict) -> str:
         '<section id="conflicts"><h2>Every conflict</h2>'
         + capped(data["totals"]["conflicts"], len(rows), "conflicts")
         + table(
-            ["#", "user_id", "context_type", "field", "values (in order of first appearance)", "chosen"],
+            ["#", "user_id", "context_type", "field", "values (in order of first appearance)", "chosen", "chosen by"],
             [
                 [
                     esc(row["row_number"]),
@@ -283,6 +331,7 @@ def _conflicts_section(data: dict) -> str:
                     code(row["field"]),
                     code(row["values"]),
                     code(row["chosen"]),
+                    "reviewer" if row["decided_by"] == "reviewer" else "first value",
                 ]
                 for row in rows
             ],
@@ -326,6 +375,7 @@ SECTIONS = (
     ("accounting", "Key accounting", _accounting_section),
     ("conflict-rate", "Conflict rate", _conflict_rate_section),
     ("conflicts-by-field", "Conflicts by field", _conflicts_by_field_section),
+    ("decisions", "Reviewer decisions", _decisions_section),
     ("unmapped-summary", "Unmapped keys", _unmapped_summary_section),
     ("completeness", "Completeness", _completeness_section),
     ("conflicts", "Every conflict", _conflicts_section),

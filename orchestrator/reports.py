@@ -7,31 +7,37 @@ Every file is new and private (mode 0600): the reports hold personal data.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from orchestrator import db, gates, metadata, report_html
+from orchestrator import db, decisions, gates, metadata, report_html
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject
 from orchestrator.errors import OrchestratorError
+from orchestrator.files import private_file
 from orchestrator.formats import summary_value
 
 FORMATS = ("md", "csv", "json", "html")
 DETAIL_ROWS = 10_000  # html: per detail table; the csv/json reports always hold every row
-REPORT_TABLES = ("migration_summary", "migration_conflicts", "migration_unmapped_fields", "profile", "context_intent")
+REPORT_TABLES = (
+    "migration_summary",
+    "migration_conflicts",
+    "migration_decisions",
+    "migration_unmapped_fields",
+    "profile",
+    "context_intent",
+)
 
 
 # log table -> (columns, order): jsonb columns are rendered by the server (::text), so numbers keep
 # their exact JSON text (1.50 stays 1.50) and a JSON string stays distinguishable from a number
 REPORT_QUERIES = {
     "migration_conflicts": (
-        'user_id, context_type, field, "values"::text as "values", chosen::text as chosen',
+        'user_id, context_type, field, "values"::text as "values", chosen::text as chosen, decided_by',
         'user_id collate "C", context_type nulls first, field collate "C"',
     ),
     "migration_unmapped_fields": (
@@ -39,13 +45,6 @@ REPORT_QUERIES = {
         'legacy_profile_id collate "C", key collate "C" nulls first',
     ),
 }
-
-
-def private_file(path: Path) -> io.TextIOWrapper:
-    """A new file only its owner can read (reports hold personal data)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
 def write(
@@ -70,7 +69,9 @@ def write(
         path = out_dir / report_html.REPORT_FILE
         with private_file(path) as handle:
             handle.write(page)
-        return [path]
+        # one click from the report (a relative link): every conflict, ready for reviewers to decide
+        template = decisions.template(settings, conn, out_dir / decisions.TEMPLATE_FILE)
+        return [path, template.path]
     with db.connect(conn) as pg:
         _require_tables(pg, settings.dry_run_schema, ("migration_summary", *LOGS))
         state = _state(pg, settings, conn, max_conflict_rate, with_gates=fmt == "md")
@@ -249,6 +250,7 @@ UNMAPPED_ORDER = 'reason collate "C", key collate "C" nulls first, legacy_profil
 def _rows(pg: psycopg.Connection, query: str, schema: str, detail_rows: int | None) -> list[dict]:
     names = {
         "conflicts": sql.Identifier(schema, "migration_conflicts"),
+        "decisions": sql.Identifier(schema, "migration_decisions"),
         "unmapped": sql.Identifier(schema, "migration_unmapped_fields"),
         "profile": sql.Identifier(schema, "profile"),
         "context_intent": sql.Identifier(schema, "context_intent"),
@@ -274,5 +276,5 @@ def read_html(
         }
         data["totals"] = data["totals"][0]
         data.update(_state(pg, settings, conn, max_conflict_rate, with_gates=True))
-    data.update(settings=settings, detail_rows=detail_rows)
+    data.update(settings=settings, detail_rows=detail_rows, decision_template=decisions.TEMPLATE_FILE)
     return data

@@ -40,6 +40,10 @@ unmapped as (
     select * from {{ ref('migration_unmapped_fields') }}
 ),
 
+decisions as (
+    select * from {{ ref('migration_decisions') }}
+),
+
 -- read twice: not materialized, so both readers run in parallel (a CTE scan is parallel-restricted)
 context_profile_status as not materialized (
     select
@@ -96,8 +100,14 @@ unmapped_counts as (
 conflict_counts as (
     select
         count(*) as conflicts,
-        count(distinct user_id) as users_with_conflicts
+        count(distinct user_id) as users_with_conflicts,
+        count(*) filter (where decided_by = 'reviewer') as conflicts_decided
     from conflicts
+),
+
+decision_counts as (
+    select count(*) filter (where status = 'stale') as decisions_stale
+    from decisions
 ),
 
 -- profile has a unique index on user_id: a user matches at most one profile
@@ -168,6 +178,8 @@ counts as (
         unmapped_counts.non_object_blob_rows,
         conflict_counts.conflicts,
         conflict_counts.users_with_conflicts,
+        conflict_counts.conflicts_decided,
+        decision_counts.decisions_stale,
         message_counts.chat_messages,
         message_counts.chat_messages_of_migrated_context_profiles,
         message_counts.chat_messages_mapped_to_one_intent,
@@ -183,6 +195,7 @@ counts as (
     cross join legacy_profile_counts
     cross join unmapped_counts
     cross join conflict_counts
+    cross join decision_counts
     cross join message_counts
 )
 

@@ -16,8 +16,34 @@ legacy_profiles as (
     select * from {{ ref('int_legacy_profiles_ordered') }}
 ),
 
+-- the conflicts a reviewer's decision settled (spec §11): their chosen value is the decided one
+decided_conflicts as (
+    select
+        user_id,
+        context_type,
+        field,
+        chosen
+    from {{ ref('migration_conflicts') }}
+    where decided_by = 'reviewer'
+),
+
+-- each atom with the value a decision chose for its target, if any
+atoms_with_decisions as (
+    select
+        atoms.*,
+        decided_conflicts.chosen as decided_value
+    from atoms
+    left join decided_conflicts
+        on
+            atoms.user_id = decided_conflicts.user_id
+            and coalesce(atoms.intent_context_type, '') = coalesce(decided_conflicts.context_type, '')
+            and decided_conflicts.field
+            = case when atoms.kind = 'object' then atoms.field || '.' || atoms.sub_key else atoms.field end
+),
+
 -- each atom against its group: the first atom of a single-valued target (scalar, object sub-key) is
--- the chosen one; an array element is kept at its first occurrence
+-- the chosen one, or the first atom of the value a decision chose; an array element is kept at its
+-- first occurrence
 ranked_atoms as (
     select
         atoms.legacy_profile_id,
@@ -30,11 +56,11 @@ ranked_atoms as (
         first_value(atoms.atom_value) over single_valued as chosen_value,
         first_value(atoms.legacy_profile_id) over single_valued as chosen_legacy_profile_id,
         atoms.sort_key = min(atoms.sort_key) over same_value as is_first_occurrence
-    from atoms
+    from atoms_with_decisions as atoms
     window
         single_valued as (
             partition by atoms.user_id, atoms.intent_context_type, atoms.field, atoms.sub_key
-            order by atoms.sort_key
+            order by coalesce(atoms.atom_value = atoms.decided_value, false) desc, atoms.sort_key
         ),
         same_value as (
             partition by atoms.user_id, atoms.intent_context_type, atoms.field, atoms.sub_key, atoms.atom_value

@@ -39,6 +39,9 @@ metrics as (
             {{ var('max_conflict_rate') }},
             'at_most'
         ),
+        ('conflicts_decided', counts.conflicts_decided, null, null),
+        -- a stale decision does not fail the dry run (it is built and reviewable); promote refuses it
+        ('decisions_stale', counts.decisions_stale, 0, 'equal'),
         ('completeness_out_of_range', counts.completeness_out_of_range, 0, 'equal'),
         ('chat_messages', counts.chat_messages, null, null),
         (

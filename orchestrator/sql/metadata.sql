@@ -130,3 +130,34 @@ create table if not exists run_read_backups (
     digest     numeric,
     primary key (run_id, owner_kind, owner_id)
 );
+
+-- The reviewers' decisions (spec §11): which of a conflict's values is migrated. One per conflict,
+-- named as migration_conflicts names it (context_type NULL for a shared field, object sub-keys as
+-- `field.subKey`); `value` is the conflict's own JSON for the chosen value. Business data: the models
+-- read it as the dbt source review.conflict_decisions (models/staging/review), so every rebuild applies
+-- it; `orchestrator decisions import | clear` write it (orchestrator/decision_store.py).
+create table if not exists conflict_decisions (
+    user_id      text not null,
+    context_type text,
+    field        text not null,
+    value        jsonb not null,
+    reviewer     text not null,                               -- decisions import --by (default: the OS user)
+    decided_at   timestamptz not null default clock_timestamp(),
+    note         text,
+    file_sha256  text not null                                -- the imported file's
+);
+create unique index if not exists conflict_decisions_key
+on conflict_decisions (user_id, coalesce(context_type, ''), field);
+
+-- every import and clear of decisions: who, when, which file, how many
+create table if not exists decision_events (
+    event_id    text primary key,
+    action      text not null check (action in ('import', 'clear')),
+    actor       text not null,
+    db_user     text not null default current_user,
+    at          timestamptz not null default clock_timestamp(),
+    file_name   text,
+    file_sha256 text,
+    decisions   integer not null,                             -- decisions imported, or removed
+    scope_users text[]                                         -- clear --user: whose; NULL: everybody's
+);

@@ -1,7 +1,7 @@
 -- The HTML report's queries (orchestrator/report_html.py runs this file): every figure is aggregated
 -- by PostgreSQL from the dry-run tables; Python only lays out the (small) aggregated rows and the
 -- capped detail rows. Split into named sections ("-- name: ..."); report_html.py fills
--- {conflicts}, {unmapped}, {profile} and {context_intent} with quoted identifiers and
+-- {conflicts}, {unmapped}, {decisions}, {profile} and {context_intent} with quoted identifiers and
 -- {conflict_order} / {unmapped_order} with the detail tables' order, and binds %(detail_rows)s.
 
 -- name: conflicts_by_field
@@ -17,9 +17,18 @@ order by conflicts desc, field collate "C", context_type collate "C" nulls first
 -- name: conflicts
 select
     row_number() over (order by {conflict_order}) as row_number,
-    user_id, context_type, field, "values"::text as "values", chosen::text as chosen
+    user_id, context_type, field, "values"::text as "values", chosen::text as chosen, decided_by
 from {conflicts}
 order by row_number
+limit %(detail_rows)s;
+
+-- name: decisions
+-- the reviewers' decisions the dry run read: applied ones (which conflict, who, when, why), then stale ones
+select
+    user_id, context_type, field, decided_value::text as decided_value, reviewer, decided_at, note, status,
+    stale_reason
+from {decisions}
+order by status, field collate "C", context_type collate "C" nulls first, user_id collate "C"
 limit %(detail_rows)s;
 
 -- name: unmapped_by_reason
@@ -58,6 +67,7 @@ limit %(detail_rows)s;
 -- name: totals
 select
     (select count(*) from {conflicts}) as conflicts,
+    (select count(*) from {decisions}) as decisions,
     (select count(*) from {unmapped}) as unmapped,
     (select count(distinct key) + coalesce(bool_or(key is null)::int, 0) from {unmapped}) as unmapped_keys;
 

@@ -1,4 +1,5 @@
-"""An independent, pure-Python model of MIGRATION_SPEC.md §2–§7 (the five dry-run tables).
+"""An independent, pure-Python model of MIGRATION_SPEC.md §2–§7 and §11 (the dry-run tables, with the
+reviewers' decisions).
 
 Written from the spec and docs/decisions.md only, never from the dbt models, so that the
 differential test (test_differential.py) can compare two independent readings of the contract.
@@ -291,8 +292,12 @@ def context_order(context: dict, profile: dict, priority: int = 0) -> tuple:
     )
 
 
-def merge_field(user_id: str, context_type: str | None, row: MapRow, values: list, conflicts: list):
-    """§4: merge one field's present values (given in context order), logging conflicts; ABSENT if none."""
+def merge_field(
+    user_id: str, context_type: str | None, row: MapRow, values: list, conflicts: list, decisions: dict | None = None
+):
+    """§4: merge one field's present values (given in context order), logging conflicts; ABSENT if none.
+    §11: a conflict's migrated value is the one a decision (``decisions``, by conflict) names, if any."""
+    decisions = decisions or {}
     if not values:
         return ABSENT
     if row.kind == "array":  # union, exact dedupe; arrays never conflict
@@ -300,21 +305,67 @@ def merge_field(user_id: str, context_type: str | None, row: MapRow, values: lis
     if row.kind == "scalar":
         distinct = dedupe(values)
         if len(distinct) > 1:
-            conflicts.append(conflict_row(user_id, context_type, row.field, distinct))
+            conflict = conflict_row(user_id, context_type, row.field, distinct, decisions)
+            conflicts.append(conflict)
+            return conflict["chosen"]
         return distinct[0]
-    merged = {}  # object: union of sub-keys, each the first present value
+    merged = {}  # object: union of sub-keys, each the first present value (or the decided one)
     sub_keys = dedupe([sub_key for value in values for sub_key in value])
     for sub_key in sub_keys:
         sub_values = [value[sub_key] for value in values if sub_key in value]
         distinct = dedupe(sub_values, key=jsonb_equal_key)
-        if len(distinct) > 1:
-            conflicts.append(conflict_row(user_id, context_type, f"{row.field}.{sub_key}", distinct))
         merged[sub_key] = sub_values[0]
+        if len(distinct) > 1:
+            conflict = conflict_row(user_id, context_type, f"{row.field}.{sub_key}", distinct, decisions)
+            conflicts.append(conflict)
+            merged[sub_key] = conflict["chosen"]
     return merged
 
 
-def conflict_row(user_id, context_type, field, distinct: list) -> dict:
-    return {"user_id": user_id, "context_type": context_type, "field": field, "values": distinct, "chosen": distinct[0]}
+def conflict_row(user_id, context_type, field, distinct: list, decisions: dict | None = None) -> dict:
+    """§4's log row; §11: a decision naming one of the values (JSON-equal: a scalar's values are strings,
+    equal when identical; object sub-values by jsonb equality) makes that value, as the conflict holds
+    it, the chosen one."""
+    decision = (decisions or {}).get((user_id, context_type, field))
+    chosen, decided_by = distinct[0], "first_value"
+    if decision is not None:
+        named = [value for value in distinct if jsonb_equal_key(value) == jsonb_equal_key(decision["value"])]
+        if named:
+            chosen, decided_by = named[0], "reviewer"
+    return {
+        "user_id": user_id,
+        "context_type": context_type,
+        "field": field,
+        "values": distinct,
+        "chosen": chosen,
+        "decided_by": decided_by,
+    }
+
+
+def decision_rows(decisions: list[dict], conflicts: list[dict]) -> list[dict]:
+    """§11: each decision applied (it chose its conflict's value) or stale (no such conflict, or its value
+    is not among the conflict's values)."""
+    by_key = {(c["user_id"], c["context_type"], c["field"]): c for c in conflicts}
+    rows = []
+    for decision in decisions:
+        conflict = by_key.get((decision["user_id"], decision["context_type"], decision["field"]))
+        if conflict is None:
+            status, reason = "stale", "no_conflict"
+        elif conflict["decided_by"] == "reviewer":  # one decision per conflict: this one
+            status, reason = "applied", None
+        else:
+            status, reason = "stale", "value_not_among_values"
+        rows.append(
+            {
+                "user_id": decision["user_id"],
+                "context_type": decision["context_type"],
+                "field": decision["field"],
+                "decided_value": decision["value"],
+                "status": status,
+                "stale_reason": reason,
+            }
+        )
+    return rows
 
 
 def completeness(merged: dict, required: list[str]) -> tuple[int, list[str]]:
@@ -328,7 +379,13 @@ def md5_uuid(text: str) -> str:
     return str(uuid.UUID(hashlib.md5(text.encode()).hexdigest()))
 
 
-def migrate(users, context_profiles, profiles, field_map=None, required_fields=None) -> dict[str, list[dict]]:
+def migrate(
+    users, context_profiles, profiles, field_map=None, required_fields=None, decisions: list[dict] | None = None
+) -> dict[str, list[dict]]:
+    """The dry-run tables; ``decisions`` (§11): dicts of ``user_id``, ``context_type`` (None for a shared
+    field), ``field`` (as the conflict log names it) and ``value`` (a JSON value), one per conflict."""
+    decisions = decisions or []
+    decided = {(d["user_id"], d["context_type"], d["field"]): d for d in decisions}
     field_map = read_field_map() if field_map is None else field_map
     required_fields = read_required_fields() if required_fields is None else required_fields
     outcomes = classify(users, context_profiles, profiles, field_map)
@@ -354,7 +411,7 @@ def migrate(users, context_profiles, profiles, field_map=None, required_fields=N
         merged = {}
         for row in rows:
             merged[row.field] = merge_field(
-                user_id, scope, row, contributions.get((user_id, scope, row.field), []), conflicts
+                user_id, scope, row, contributions.get((user_id, scope, row.field), []), conflicts, decided
             )
         return merged
 
@@ -416,6 +473,7 @@ def migrate(users, context_profiles, profiles, field_map=None, required_fields=N
         "context_intent": intent_rows,
         "migration_conflicts": conflicts,
         "migration_unmapped_fields": [unmapped_row(o) for o in outcomes if o.reason is not None],
+        "migration_decisions": decision_rows(decisions, conflicts),
     }
 
 
@@ -560,6 +618,9 @@ def summary(
     # §4: users with at least one conflict ÷ ALL "User" rows (0 when there are none), a fraction
     rate = numeric_division(users_with_conflicts, count["users"]) if count["users"] else Decimal(0)
     check("conflict_rate", rate, max_conflict_rate, at_most=True)
+    # §11: decisions that chose a conflict's value, and decisions that no longer apply (expected none)
+    figure("conflicts_decided", sum(1 for conflict in conflicts if conflict["decided_by"] == "reviewer"))
+    check("decisions_stale", sum(1 for row in outputs.get("migration_decisions", []) if row["status"] == "stale"), 0)
     check("completeness_out_of_range", sum(1 for row in scored if not 0 <= row["completeness"] <= 100), 0)
     figure("chat_messages", len(chat_messages))
     check(

@@ -1,10 +1,14 @@
 """Differential test: the dbt dry run against an independent Python model of the spec (spec_model.py),
-on seeded random messy legacy data (legacy_generator.py). Plus unit tests of the model itself."""
+on seeded random messy legacy data (legacy_generator.py), then again with random reviewer decisions
+imported through `orchestrator decisions import` (one made stale by a legacy change). Plus unit tests of
+the model itself."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import random
 import unicodedata
 from collections import Counter
 from datetime import datetime
@@ -17,7 +21,7 @@ import spec_model
 from psycopg import sql
 from spec_model import SQL_NULL
 
-from orchestrator import dry_run
+from orchestrator import decisions, dry_run
 
 GENERATED_SCHEMA = "legacy_generated"
 SEEDS = [(101, 300, 1), (202, 250, 1), (303, 200, 1), (404, 300, 3)]  # (seed, users, --batches)
@@ -27,7 +31,10 @@ TABLE_KEYS = {  # each table's natural key, to pair rows in a diff
     "migration_conflicts": ("user_id", "context_type", "field"),
     "migration_unmapped_fields": ("legacy_profile_id", "key"),
     "migration_summary": ("metric",),
+    "migration_decisions": ("user_id", "context_type", "field"),
 }
+# what the model knows of a decision; the dry run's table also says who, when, why and from which file
+DECISION_COLUMNS = ("user_id", "context_type", "field", "decided_value", "status", "stale_reason")
 SHOWN = 5  # differing rows shown per table
 
 
@@ -35,10 +42,11 @@ def parse_json(text: str):
     return json.loads(text, parse_float=Decimal)
 
 
-def model_of(rows):
-    """The model's five dry-run tables (the summary at the dbt var max_conflict_rate's default)."""
+def model_of(rows, decided=None):
+    """The model's dry-run tables (the summary at the dbt var max_conflict_rate's default), with the
+    reviewers' decisions ``decided``."""
     legacy = rows["User"], rows["ContextProfile"], rows["Profile"]
-    out = spec_model.migrate(*legacy)
+    out = spec_model.migrate(*legacy, decisions=decided)
     out["migration_summary"] = spec_model.summary(*legacy, rows["ChatMessage"], outputs=out)
     return out
 
@@ -146,6 +154,44 @@ def test_model_context_order_ties_and_aliases():
     assert out["migration_unmapped_fields"] == []
 
 
+def test_model_decisions():
+    """§11: a decision naming one of a conflict's values migrates it (the conflict's own JSON: 1.00 names
+    the logged 1.0), in the output and as `chosen`; otherwise it is stale and the first value migrates."""
+    blobs = (
+        {"location": "SF", "beliefs": {"x": 2, "y": "a"}, "relationshipTimeline": "soon"},
+        {"location": "NYC", "beliefs": {"x": Decimal("1.0"), "y": "b"}, "relationshipTimeline": "later"},
+    )
+
+    def decision(field, value, context_type=None):
+        return {"user_id": "u", "context_type": context_type, "field": field, "value": value}
+
+    decided = [
+        decision("location", "NYC"),
+        decision("beliefs.x", Decimal("1.00")),
+        decision("beliefs.y", "c"),  # not among the values: stale
+        decision("relationshipTimeline", "later", "friendship"),  # no such conflict: stale
+    ]
+    out = spec_model.migrate(*one_user(*blobs), decisions=decided)
+    (profile,) = out["profile"]
+    assert profile["location"] == "NYC"
+    assert profile["beliefs"] == {"x": Decimal("1.0"), "y": "a"}
+    assert str(profile["beliefs"]["x"]) == "1.0"  # the conflict's own JSON, not the decision's 1.00
+    conflicts = {c["field"]: c for c in out["migration_conflicts"]}
+    assert (conflicts["location"]["chosen"], conflicts["location"]["decided_by"]) == ("NYC", "reviewer")
+    assert conflicts["beliefs.y"]["decided_by"] == "first_value" and conflicts["beliefs.y"]["chosen"] == "a"
+    assert conflicts["relationshipTimeline"]["decided_by"] == "first_value"
+    assert [(d["field"], d["status"], d["stale_reason"]) for d in out["migration_decisions"]] == [
+        ("location", "applied", None),
+        ("beliefs.x", "applied", None),
+        ("beliefs.y", "stale", "value_not_among_values"),
+        ("relationshipTimeline", "stale", "no_conflict"),
+    ]
+    users, contexts, profiles = one_user(*blobs)
+    summary = {row["metric"]: row for row in spec_model.summary(users, contexts, profiles, [], outputs=out)}
+    assert summary["conflicts_decided"]["value"] == 2
+    assert (summary["decisions_stale"]["value"], summary["decisions_stale"]["passed"]) == (2, False)
+
+
 def test_model_completeness_rounds_half_away_from_zero():
     assert spec_model.completeness({"a": 1}, ["a", "b", "c", "d", "e", "f", "g", "h"])[0] == 13  # 12.5
     assert spec_model.completeness({}, ["a"]) == (0, ["a"])
@@ -191,6 +237,8 @@ def test_model_summary():
         "conflicts": (1, None, None),
         "users_with_conflicts": (1, None, None),
         "conflict_rate": (Decimal("0.33333333333333333333"), Decimal("0.05"), False),  # 1 of ALL 3 users
+        "conflicts_decided": (0, None, None),
+        "decisions_stale": (0, 0, True),
         "completeness_out_of_range": (0, 0, True),
         "chat_messages": (6, None, None),
         "chat_messages_mapped_to_one_intent": (3, 3, True),
@@ -299,7 +347,7 @@ def expected_type(table: str, column: str, field_map) -> str:
     if table == "migration_summary":
         return {"value": "numeric", "expected": "numeric", "passed": "boolean"}.get(column, "text")
     jsonb = {spec_model.snake_case(r.field) for r in field_map if r.kind in ("array", "object")}
-    if column in jsonb | {"values", "chosen", "value"}:
+    if column in jsonb | {"values", "chosen", "value", "decided_value"}:
         return "jsonb"
     if column == "completeness":
         return "integer"
@@ -392,23 +440,57 @@ def diff_table(table: str, columns: dict[str, str], model_rows: list[dict], sql_
     return problems
 
 
+def compare(pg, schema: str, expected: dict[str, list[dict]]) -> tuple[dict, list[str]]:
+    """Every dry-run table against the model's: the tables as read, and the differences described."""
+    actual = {table: read_table(pg, schema, table) for table in expected}
+    columns, rows = actual["migration_decisions"]
+    actual["migration_decisions"] = (
+        {column: columns[column] for column in DECISION_COLUMNS},
+        [{column: row[column] for column in DECISION_COLUMNS} for row in rows],
+    )
+    problems = []
+    for table, (table_columns, sql_rows) in actual.items():
+        problems += diff_table(table, table_columns, expected[table], sql_rows)
+    return actual, problems
+
+
+def random_decisions(seed: int, conflicts: list[dict], path) -> list[dict]:
+    """Decide a random third of ``conflicts`` at a random position, half of them written as the value's JSON,
+    into a decision file at ``path``; the decisions as the model takes them (the conflict's own value)."""
+    rng = random.Random(seed)
+    chosen = rng.sample(conflicts, max(1, len(conflicts) // 3)) if conflicts else []
+    decided = []
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(decisions.HEADER)
+        for conflict in chosen:
+            position = rng.randint(1, len(conflict["values"]))
+            value = conflict["values"][position - 1]
+            # a whole number is a position: a number value is chosen by its position
+            by_position = rng.random() < 0.5 or spec_model.is_number(value)
+            cell = str(position) if by_position else legacy_generator.to_json(value)
+            writer.writerow(
+                [conflict["user_id"], conflict["context_type"] or "", conflict["field"], "", "", cell, "random"]
+            )
+            decided.append({key: conflict[key] for key in ("user_id", "context_type", "field")} | {"value": value})
+    return decided
+
+
 @pytest.mark.parametrize(("seed", "n_users", "batches"), SEEDS)
-def test_dry_run_matches_the_model(seed, n_users, batches, database, settings):
+def test_dry_run_matches_the_model(seed, n_users, batches, database, settings, tmp_path):
     generated_settings = dataclasses.replace(settings, legacy_schema=GENERATED_SCHEMA)
     rows = legacy_generator.generate(seed, n_users)
     with psycopg.connect(**database.kwargs()) as pg:
         legacy_generator.load(pg, GENERATED_SCHEMA, rows)
-        pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.dry_run_schema)))
+        for schema in (settings.dry_run_schema, settings.meta_schema):  # and no decision of an earlier seed
+            pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
         pg.commit()  # no stale table from an earlier seed can pass for this one
 
     dry_run.dry_run(generated_settings, database, batches=batches)
 
     expected = model_of(rows)
-    problems = []
     with psycopg.connect(**database.kwargs()) as pg:
-        actual = {table: read_table(pg, settings.dry_run_schema, table) for table in expected}
-    for table, (columns, sql_rows) in actual.items():
-        problems += diff_table(table, columns, expected[table], sql_rows)
+        actual, problems = compare(pg, settings.dry_run_schema, expected)
 
     # §5 accounting: keys seen = keys mapped (model) + unmapped rows with a key (SQL, and the model's own)
     accounting = spec_model.key_accounting(rows["User"], rows["ContextProfile"], rows["Profile"])
@@ -420,3 +502,25 @@ def test_dry_run_matches_the_model(seed, n_users, batches, database, settings):
         )
     assert accounting["keys_seen"] == accounting["keys_mapped"] + accounting["keys_unmapped"]
     assert not problems, f"seed {seed}:\n" + "\n".join(problems)
+
+    # §11: reviewers decide random conflicts (through the real import), then the legacy data changes under
+    # one decided user (all their legacy profiles gone: their decisions go stale), and the dry run again
+    decision_file = tmp_path / "decisions.csv"
+    decided = random_decisions(seed, expected["migration_conflicts"], decision_file)
+    imported = decisions.import_file(generated_settings, database, decision_file, reviewer="differential")
+    assert imported.decided == len(decided) > 0
+    gone = decided[0]["user_id"]
+    gone_contexts = {cp["id"] for cp in rows["ContextProfile"] if cp["userId"] == gone}
+    rows = {**rows, "Profile": [p for p in rows["Profile"] if p["contextProfileId"] not in gone_contexts]}
+    with psycopg.connect(**database.kwargs()) as pg:
+        legacy_generator.load(pg, GENERATED_SCHEMA, rows)
+        pg.commit()
+
+    dry_run.dry_run(generated_settings, database, batches=batches)
+
+    expected = model_of(rows, decided)
+    summary = {row["metric"]: row["value"] for row in expected["migration_summary"]}
+    assert summary["conflicts_decided"] > 0 and summary["decisions_stale"] > 0  # the test tests both
+    with psycopg.connect(**database.kwargs()) as pg:
+        _, problems = compare(pg, settings.dry_run_schema, expected)
+    assert not problems, f"seed {seed}, with {len(decided)} decisions:\n" + "\n".join(problems)

@@ -1,5 +1,6 @@
 """The dbt project on its own, as a dbt user runs it: `dbt build --empty --target dry_run` on the fixtures,
-and a bare `dbt build` / `dbt test` after `eval "$(orchestrator db env)"`.
+and a bare `dbt build` / `dbt test` after `eval "$(orchestrator db env)"`; on a database the orchestrator
+never prepared (no metadata schema, so no reviewer decisions table) and on one it did.
 
 `--empty` reads every source and ref through `(select * from ... where false limit 0) <alias>`: a
 model that aliases a relation directly (`from {{ ref(...) }} as x`) fails with a syntax error. The
@@ -17,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator import fixtures
+from orchestrator import fixtures, metadata
 from orchestrator.config import FIXTURES_SCHEMA
 from orchestrator.dbt import DbtProject
 
@@ -32,7 +33,9 @@ STAGING = {
 @pytest.fixture(scope="module")
 def empty_build(settings, database):
     fixtures.load(settings, database, FIXTURES_SCHEMA)
-    # the full dry run's kind of dbt run (its target, schemas and state), with no vars: as `dbt build` runs
+    with psycopg.connect(**database.kwargs()) as pg:  # as on a database the orchestrator never touched
+        assert pg.execute("select to_regnamespace(%s)", [settings.meta_schema]).fetchone()[0] is None
+    # the full dry run's kind at the project's default threshold: no vars, as plain `dbt build` runs
     return DbtProject(settings, database).full().invoke(["build", "--empty"])
 
 
@@ -64,7 +67,7 @@ def test_a_bare_dbt_build_and_test_after_db_env_build_the_dry_run(settings, data
     legacy schema, and a bare `dbt test` tests it, as a dbt user expects."""
     fixtures.load(settings, database, FIXTURES_SCHEMA)
     exports = DbtProject(settings, database).shell_env()
-    assert exports["DBT_TARGET"] == "dry_run" and exports["MIGRATION_FIXTURES_SCHEMA_SCHEMA"] == FIXTURES_SCHEMA
+    assert exports["DBT_TARGET"] == "dry_run" and exports["MIGRATION_LEGACY_SCHEMA"] == FIXTURES_SCHEMA
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "MIGRATION_", "DBT_"))}
     env.update(exports, DBT_TARGET_PATH=str(tmp_path / "target"), DBT_LOG_PATH=str(tmp_path / "logs"))
     dbt = Path(sys.executable).with_name("dbt")
@@ -76,3 +79,21 @@ def test_a_bare_dbt_build_and_test_after_db_env_build_the_dry_run(settings, data
     with psycopg.connect(**database.kwargs()) as pg:
         users = pg.execute(f'select count(*) from "{settings.dry_run_schema}".profile').fetchone()[0]
         assert users == pg.execute(f'select count(*) from "{FIXTURES_SCHEMA}"."User"').fetchone()[0] > 0
+
+
+def test_the_decisions_are_a_source_in_the_lineage_read_or_empty(empty_build, settings, database):
+    """stg_review__decisions reads the source review.conflict_decisions (the lineage shows it); without the
+    metadata table it reads an empty relation of its columns, and with the table (made by the orchestrator,
+    empty) the plain build reads it."""
+    manifest = json.loads((empty_build.target_path / "manifest.json").read_text())
+    node = manifest["nodes"]["model.migration.stg_review__decisions"]
+    assert node["depends_on"]["nodes"] == ["source.migration.review.conflict_decisions"]
+    assert "user_batched" in node["tags"]  # built by the batches, which read it through int_field_values
+    compiled = (empty_build.target_path / "compiled" / "migration" / node["original_file_path"]).read_text()
+    assert "no_decisions" in compiled and "conflict_decisions" not in compiled
+    with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
+        metadata.ensure(pg, settings.meta_schema)
+    rebuilt = DbtProject(settings, database).full().invoke(["build", "--empty"])
+    assert rebuilt.success, rebuilt.describe_failure()
+    compiled = (rebuilt.target_path / "compiled" / "migration" / node["original_file_path"]).read_text()
+    assert f'"{settings.meta_schema}"."conflict_decisions"' in compiled and "no_decisions" not in compiled

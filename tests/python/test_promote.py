@@ -378,8 +378,8 @@ def test_report_files_are_private_and_stable(fresh, tmp_path):
         assert a.read_bytes() == b.read_bytes()
         assert stat.S_IMODE(os.stat(a).st_mode) == 0o600
     conflicts = (tmp_path / "a" / "migration_conflicts.csv").read_text().splitlines()
-    assert conflicts[0] == "user_id,context_type,field,values,chosen"
-    assert conflicts[1] == 'u04,,beliefs.religion,"[""atheist"", ""catholic""]","""atheist"""'
+    assert conflicts[0] == "user_id,context_type,field,values,chosen,decided_by"
+    assert conflicts[1] == 'u04,,beliefs.religion,"[""atheist"", ""catholic""]","""atheist""",first_value'
     for fmt in ("json", "md"):
         for path in reports.write(settings, conn, fmt, tmp_path / fmt):
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

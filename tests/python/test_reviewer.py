@@ -117,8 +117,13 @@ def parse(page: str) -> _Elements:
 
 
 def outside_references(page: str) -> list[str]:
-    """Every attribute of a real element that could load, run or go anywhere but an in-page anchor."""
-    return [ref for ref in parse(page).references if not re.fullmatch(r"\w+ (href|xlink:href)='#[\w-]+'", ref)]
+    """Every attribute of a real element that could load, run or go anywhere but an in-page anchor, or the
+    one link to a file beside the report: the decision template it writes there (a relative link)."""
+    return [
+        ref
+        for ref in parse(page).references
+        if not re.fullmatch(r"\w+ (href|xlink:href)='#[\w-]+'", ref) and ref != "a href='decisions_template.csv'"
+    ]
 
 
 def without_scripts(page: str) -> str:
@@ -275,7 +280,10 @@ def html_report(cli, tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("html-report")
     result = invoke(["report", "--format", "html", "--out", str(out_dir), "--json"], cli)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"format": "html", "files": [str(out_dir / "migration_report.html")]}
+    assert json.loads(result.stdout) == {
+        "format": "html",
+        "files": [str(out_dir / "migration_report.html"), str(out_dir / "decisions_template.csv")],
+    }
     return out_dir / "migration_report.html"
 
 
@@ -285,6 +293,7 @@ SECTIONS = (
     "accounting",
     "conflict-rate",
     "conflicts-by-field",
+    "decisions",
     "unmapped-summary",
     "completeness",
     "conflicts",
@@ -321,6 +330,12 @@ def test_html_report_is_private_self_contained_and_complete(html_report, setting
     assert "dry run built by the current models" in page  # every gate promote checks, evaluated now
     assert page.count('class="chart histogram"') == 7  # profile, all intents, five context types
     assert "<code>beliefs.religion</code>" in page and "<code>favouriteColour</code>" in page
+    # the decision template, beside the report and private like it, one click away
+    template = html_report.parent / "decisions_template.csv"
+    assert stat.S_IMODE(template.stat().st_mode) == 0o600
+    assert template.read_text().splitlines()[0] == "user_id,context_type,field,values,chosen,decision,note"
+    assert len(template.read_text().splitlines()) == conflicts + 1
+    assert page.count('<a href="decisions_template.csv">') == 1
 
 
 @pytest.mark.slow  # renders in Chromium: independent of the PostgreSQL version
@@ -339,7 +354,14 @@ HOSTILE_URL = "https://evil.example/beacon.png"
 
 def test_html_report_escapes_hostile_data(settings, database, cli, tmp_path):
     hostile = dataclasses.replace(settings, dry_run_schema="hostile_dry_run")
-    tables = ("migration_summary", "migration_conflicts", "migration_unmapped_fields", "profile", "context_intent")
+    tables = (
+        "migration_summary",
+        "migration_conflicts",
+        "migration_decisions",
+        "migration_unmapped_fields",
+        "profile",
+        "context_intent",
+    )
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         pg.execute('drop schema if exists "hostile_dry_run" cascade')
         pg.execute('create schema "hostile_dry_run"')
@@ -353,11 +375,16 @@ def test_html_report_escapes_hostile_data(settings, database, cli, tmp_path):
             [HOSTILE_VALUE, HOSTILE_VALUE, "p<b>1</b>", HOSTILE_KEY, HOSTILE_URL],
         )
         pg.execute(
-            'insert into "hostile_dry_run".migration_conflicts (user_id, context_type, field, "values", chosen)'
-            " values (%s, null, %s, jsonb_build_array(%s::text, 'b'), to_jsonb(%s::text))",
+            'insert into "hostile_dry_run".migration_conflicts (user_id, context_type, field, "values", chosen,'
+            " decided_by) values (%s, null, %s, jsonb_build_array(%s::text, 'b'), to_jsonb(%s::text), 'first_value')",
             ["u</td><td>", HOSTILE_KEY, HOSTILE_VALUE, HOSTILE_VALUE],
         )
-    [path] = reports.write(hostile, database, "html", tmp_path / "out")
+        pg.execute(
+            'insert into "hostile_dry_run".migration_decisions (user_id, context_type, field, decided_value, reviewer,'
+            " decided_at, note, status) values (%s, null, %s, to_jsonb(%s::text), %s, now(), %s, 'applied')",
+            [HOSTILE_VALUE, HOSTILE_KEY, HOSTILE_VALUE, HOSTILE_VALUE, HOSTILE_KEY],
+        )
+    path, _template = reports.write(hostile, database, "html", tmp_path / "out")
     page = path.read_text()
     assert HOSTILE_KEY not in page and HOSTILE_VALUE not in page and "<img" not in page and "<b>" not in page
     assert html.escape(HOSTILE_KEY, quote=True) in page
@@ -391,6 +418,10 @@ REPORTING = {
     ("docs",),
     ("db", "status"),
     ("fixtures", "load"),
+    ("decisions", "template"),
+    ("decisions", "import"),
+    ("decisions", "list"),
+    ("decisions", "clear"),
 }
 
 

@@ -68,7 +68,8 @@ def change_blobs(pg, schema: str, users: int, salt: str) -> int:
     """Update one legacy Profile of each of ``users`` users (the first by id): what the app does on a chat."""
     return pg.execute(
         sql.SQL(
-            "update {profiles} as p set data = coalesce(p.data, '{{}}'::jsonb) || jsonb_build_object('location', %s::text)"
+            "update {profiles} as p"
+            " set data = coalesce(p.data, '{{}}'::jsonb) || jsonb_build_object('location', %s::text)"
             " where p.id in (select min(p2.id) from {profiles} as p2"
             ' join {contexts} as cp on cp.id = p2."contextProfileId"'
             ' where cp."userId" in (select id from {users} order by id limit %s) group by cp."userId")'
@@ -108,7 +109,7 @@ def main() -> None:
 
     result["dry_run"] = cli(["dry-run"], env, log)
     with db.connect(conn, autocommit=True) as pg:
-        result["reads_take"] = timed(lambda: changes.take(pg, args.schema))
+        result["reads_take"] = timed(lambda: changes.take(pg, args.schema, settings.meta_schema))
         result["reads_record"] = timed(
             lambda: changes.replace(pg, settings.meta_schema, "dry_run", sql.Identifier(changes.NOW))
         )
@@ -119,7 +120,7 @@ def main() -> None:
         metadata.ensure(pg, settings.meta_schema)
 
         def scan() -> None:
-            now = changes.take(pg, args.schema)
+            now = changes.take(pg, args.schema, settings.meta_schema)
             changes.changed_since(pg, settings.meta_schema, "live", now)
 
         result["change_scan"] = timed(scan)

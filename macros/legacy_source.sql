@@ -33,21 +33,21 @@
             )
         ) as scoped_legacy
     {%- elif scope -%}
+        {#- a Profile of a scope user's ContextProfile; for "Profile", also an orphan the scope lists -#}
+        {%- set orphans = "select orphans.legacy_profile_id from (select * from "
+            ~ source('migration_meta', 'profile_scope') ~ ") as orphans" if table_name == 'Profile'
+            else "select null::text where false" -%}
         (
             select legacy.*
             from (select * from {{ source('legacy', table_name) }}) as legacy
-            where legacy."contextProfileId" in (
-                select context_profiles."id"
-                from (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
-                inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
-                    on context_profiles."userId" = scope.user_id
-            )
-            {%- if table_name == 'Profile' %}
-                or legacy."id" in (
-                    select orphans.legacy_profile_id
-                    from (select * from {{ source('migration_meta', 'profile_scope') }}) as orphans
+            where
+                legacy."contextProfileId" in (
+                    select context_profiles."id"
+                    from (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
+                    inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
+                        on context_profiles."userId" = scope.user_id
                 )
-            {%- endif %}
+                or legacy."id" in ({{ orphans }})
         ) as scoped_legacy
     {%- elif batch and user_column is not none -%}
         (

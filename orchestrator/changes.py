@@ -20,7 +20,7 @@ import dataclasses
 import psycopg
 from psycopg import sql
 
-from orchestrator import fingerprint
+from orchestrator import db, decision_store, fingerprint
 
 # the metadata tables of the two reference points: what the dry-run state read, what the live tables reflect
 STATES = {"dry_run": "dry_run_reads", "live": "live_reads"}
@@ -48,11 +48,24 @@ class Changes:
 
 
 def take(
-    pg: psycopg.Connection, legacy_schema: str, users: sql.Composable | None = None, *, name: str = NOW
+    pg: psycopg.Connection,
+    legacy_schema: str,
+    meta_schema: str | None,
+    users: sql.Composable | None = None,
+    *,
+    name: str = NOW,
 ) -> sql.Identifier:
     """The digests of every owner now (or only of the users in table ``users``), into temporary table
-    ``name`` (replaced on each call); one statement, so one snapshot of the three tables."""
+    ``name`` (replaced on each call); one statement, so one snapshot of the three tables. A user's
+    reviewer decisions (in ``meta_schema``) are its rows too: deciding, re-deciding or clearing one is a
+    change of that user, which a catch-up or a sync round then rebuilds with the decision applied."""
     table = sql.Identifier(name)
+    decisions = sql.SQL("")
+    if meta_schema is not None and db.table_exists(pg, meta_schema, decision_store.TABLE):
+        decisions = sql.SQL(
+            " union all select 'user', d.user_id, hashtextextended('Decision/' || d.user_id || '/'"
+            " || coalesce(d.context_type, '') || '/' || d.field || '/' || d.xmin::text, 0) from {} as d"
+        ).format(decision_store.table(meta_schema))
     only = (
         sql.SQL("")
         if users is None
@@ -73,10 +86,11 @@ def take(
             " select case when cp.{id} is null then 'profile' else 'user' end, coalesce(cp.{user_id}, p.{id}),"
             " hashtextextended('Profile/' || p.{id} || '/' || p.xmin::text, 0)"
             " from {profiles} as p left join {context_profiles} as cp on cp.{id} = p.{context_profile_id}"
-            ") as owned{only} group by owner_kind, owner_id"
+            "{decisions}) as owned{only} group by owner_kind, owner_id"
         ).format(
             now=table,
             only=only,
+            decisions=decisions,
             id=sql.Identifier("id"),
             user_id=sql.Identifier("userId"),
             context_profile_id=sql.Identifier("contextProfileId"),
@@ -89,11 +103,11 @@ def take(
     return table
 
 
-def take_with_fingerprint(pg: psycopg.Connection, legacy_schema: str) -> tuple[sql.Identifier, dict]:
+def take_with_fingerprint(pg: psycopg.Connection, legacy_schema: str, meta_schema: str) -> tuple[sql.Identifier, dict]:
     """The digests of every owner and the legacy fingerprint, both of one snapshot (repeatable read)."""
     with pg.transaction():
         pg.execute("set transaction isolation level repeatable read")
-        now = take(pg, legacy_schema)
+        now = take(pg, legacy_schema, meta_schema)
         return now, fingerprint.legacy_fingerprint(pg, legacy_schema)
 
 

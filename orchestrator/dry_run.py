@@ -161,7 +161,11 @@ def _recorded(
     metadata.ensure(pg, settings.meta_schema)
     before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
     reads = changes.take(
-        pg, settings.legacy_schema, scope_table, name=changes.NOW if scope_table is None else changes.REBUILT
+        pg,
+        settings.legacy_schema,
+        settings.meta_schema,
+        scope_table,
+        name=changes.NOW if scope_table is None else changes.REBUILT,
     )
     if scope_table is None:
         changes.replace(pg, settings.meta_schema, "dry_run", reads)
@@ -357,7 +361,7 @@ def _changed_since_read(pg: psycopg.Connection, settings: Settings, fingerprint_
     with the reads, else by the reads themselves."""
     if fingerprint_now is not None:
         return fingerprint.legacy_fingerprint(pg, settings.legacy_schema) != fingerprint_now
-    again = changes.take(pg, settings.legacy_schema, name="legacy_reads_again")
+    again = changes.take(pg, settings.legacy_schema, settings.meta_schema, name="legacy_reads_again")
     return bool(changes.changed_since(pg, settings.meta_schema, "dry_run", again))
 
 

@@ -214,8 +214,8 @@ def _decisions_applied(pg: psycopg.Connection, settings: Settings, dry_run_schem
         "the dry run applied the reviewer decisions as they are now"
         if changed == 0
         else f"{plural(changed, 'conflict')} decided, decided again or cleared since the dry run",
-        "run `orchestrator dry-run` again, so that it applies them (`orchestrator decisions list` shows them as "
-        "pending), then promote",
+        "promote with --catch-up (it rebuilds the users whose decisions changed, with them applied), or run "
+        "`orchestrator dry-run` again (`orchestrator decisions list` shows them as pending)",
     )
 
 

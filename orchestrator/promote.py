@@ -188,7 +188,7 @@ def _catch_up(
             f"version of the orchestrator), so the users changed since cannot be told: run `orchestrator dry-run` "
             f"again; nothing was changed"
         )
-    now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema)
+    now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema, settings.meta_schema)
     changed = changes.changed_since(pg, settings.meta_schema, "dry_run", now)
     if not changed:
         return None

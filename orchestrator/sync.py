@@ -76,7 +76,7 @@ def sync_round(
         threshold = max_conflict_rate
         # no fingerprint per round: the reads alone tell what changed (a plain promote of the state a round
         # leaves asks for --catch-up)
-        now = changes.take(pg, settings.legacy_schema)
+        now = changes.take(pg, settings.legacy_schema, settings.meta_schema)
         # the live tables hold users only: an orphan Profile changes the dry-run state's logs, not them
         live_changed = changes.changed_since(pg, settings.meta_schema, "live", now)
         changed = changes.Changes(live_changed.users, []) | changes.changed_since(

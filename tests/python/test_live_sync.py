@@ -440,7 +440,7 @@ def test_reads_are_per_owner_and_only_read(promoted):
     involved, and the legacy tables are only read."""
     settings, conn = promoted
     with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
-        changes.take(pg, FIXTURES, name="reference")
+        changes.take(pg, FIXTURES, settings.meta_schema, name="reference")
         writes = [
             """update legacy_fixtures."User" set "updatedAt" = "updatedAt" where id = 'u01'""",  # same values
             """update legacy_fixtures."ContextProfile" set "userId" = 'u08' where id = 'cp02r'""",  # u02 -> u08
@@ -450,7 +450,7 @@ def test_reads_are_per_owner_and_only_read(promoted):
         ]
         for write in writes:
             pg.execute(write)
-        changes.take(pg, FIXTURES)
+        changes.take(pg, FIXTURES, settings.meta_schema)
         rows = pg.execute(
             "select coalesce(n.owner_kind, r.owner_kind), coalesce(n.owner_id, r.owner_id) from legacy_reads_now as n"
             " full join reference as r using (owner_kind, owner_id) where n.digest is distinct from r.digest"

@@ -75,7 +75,7 @@ from orchestrator import batches as user_batches  # noqa: E402
 from orchestrator import fingerprint  # noqa: E402
 from orchestrator import generate as generating  # noqa: E402
 from orchestrator.config import ConnInfo, Settings  # noqa: E402
-from orchestrator.dbt import DbtProject  # noqa: E402
+from orchestrator.dbt import DbtProject, temporary_environment  # noqa: E402
 from orchestrator.embedded import SUPERUSER, Cluster, free_port, wait_until_accepting  # noqa: E402
 
 DOCS = PROJECT / "docs"
@@ -261,20 +261,6 @@ def temp_usage(conn: ConnInfo) -> tuple[int, int]:
         return pg.execute(
             "select temp_files, temp_bytes from pg_stat_database where datname = %s", [DATABASE]
         ).fetchone()
-
-
-@contextlib.contextmanager
-def temporary_env(**values: str):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -560,7 +546,7 @@ def measured_dry_run(
         alone: dict = {}
         # its own dry-run schema and dbt state, beside the dry run's
         one_batch = Settings(home / "project", LEGACY, LEGACY, ONE_BATCH_SCHEMA, "migration_meta")
-        with temporary_env(ORCHESTRATOR_HOME=str(home / "one_batch")):
+        with temporary_environment({"ORCHESTRATOR_HOME": str(home / "one_batch")}):
             seeded = DbtProject(one_batch, server.bench()).full().invoke(["seed"])
             if not seeded.success:
                 raise SystemExit(seeded.describe_failure())

@@ -98,7 +98,8 @@ class DbtResult:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def temporary_environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in os.environ for the block (dbt reads its settings from there), then put back."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -181,7 +182,7 @@ class DbtRun:
         env = self.environment()
         env["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {DBT_SESSION_OPTIONS} {self.session_options}".strip()
         env.pop("PGPASSWORD", None)  # dbt reads DBT_ENV_SECRET_PGPASSWORD, which it masks
-        with _environment(env), _without("PGPASSWORD"):
+        with temporary_environment(env), _without("PGPASSWORD"):
             outcome = dbtRunner(callbacks=[callback]).invoke(command)
         nodes = []
         for item in getattr(outcome.result, "results", None) or []:

@@ -13,11 +13,13 @@ subprocesses, one after the other:
      of `--catch-up-changed` users (default 1,000) updated and `orchestrator promote --catch-up --yes`
      (timed): the catch-up's cost over a full promote.
 The server is the one the PG* variables name, else the project's embedded server under
-ORCHESTRATOR_HOME. Results go to a JSON file and are printed as a Markdown table for docs/benchmarks.md.
+ORCHESTRATOR_HOME. The figures are merged into docs/benchmarks-live.json (the latest per server and
+size) and docs/benchmarks.md is rendered again (benchmarks/run_benchmark.py renders this section from
+that file, `--render-only` too).
 
 Example:
     ORCHESTRATOR_HOME=/tmp/bench .venv/bin/orchestrator generate --users 1000000 --schema legacy_1m
-    ORCHESTRATOR_HOME=/tmp/bench .venv/bin/python benchmarks/live_app.py --schema legacy_1m --out /tmp/live-1m.json
+    ORCHESTRATOR_HOME=/tmp/bench .venv/bin/python benchmarks/live_app.py --schema legacy_1m
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from psycopg import sql
 from orchestrator import changes, db, fingerprint, metadata
 
 PROJECT = Path(__file__).resolve().parents[1]
+LIVE_JSON = PROJECT / "docs" / "benchmarks-live.json"
 
 
 def cli(args: list[str], env: dict[str, str], log: Path) -> float:
@@ -87,14 +90,14 @@ def main() -> None:
     parser.add_argument("--schema", required=True, help="the generated legacy schema")
     parser.add_argument("--changed", type=int, default=100, help="users changed before each sync round")
     parser.add_argument("--catch-up-changed", type=int, default=1000, help="users changed before the catch-up")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the figures (JSON)")
+    parser.add_argument("--log", type=Path, default=Path("live_app.log"), help="the CLI runs' output")
     args = parser.parse_args()
 
     settings = db.load_settings(legacy_schema=args.schema)
     conn = db.server(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATION_", "DBT_ENV_SECRET"))}
     env.update(MIGRATION_LEGACY_SCHEMA=args.schema, PYTHONUNBUFFERED="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    log = args.out.with_suffix(".log")
+    log = args.log
     result: dict = {"schema": args.schema, "changed": args.changed, "catch_up_changed": args.catch_up_changed}
     with db.connect(conn, autocommit=True) as pg:
         result["users"] = pg.execute(
@@ -145,22 +148,56 @@ def main() -> None:
         result["catch_up_changed_profiles"] = change_blobs(pg, args.schema, args.catch_up_changed, "catch-up")
     result["promote_catch_up"] = cli(["promote", "--catch-up", "--yes"], env, log)
 
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    sync_times = [r["seconds"] for r in result["sync_rounds"]]
-    print(
-        "\n| | figure |\n| --- | --- |\n"
-        f"| users | {result['users']:,} (PostgreSQL {result['server']}) |\n"
-        f"| dry run | {result['dry_run']} s |\n"
-        f"| recording its reads (digests + copy) | {result['reads_take']} + {result['reads_record']} s"
-        f" = {100 * (result['reads_take'] + result['reads_record']) / result['dry_run']:.1f}% of the dry run"
-        f" (a legacy fingerprint: {result['fingerprint']} s) |\n"
-        f"| change scan / 10-user partial promote | {result['change_scan']} s / {result['partial_promote_10']} s |\n"
-        f"| sync after {args.changed} users changed | {' s, '.join(map(str, sync_times))} s |\n"
-        f"| full promote / promote --catch-up ({args.catch_up_changed} users changed) |"
-        f" {result['promote_full']} s / {result['promote_catch_up']} s"
-        f" (+{result['promote_catch_up'] - result['promote_full']:.1f} s) |",
-        flush=True,
-    )
+    save(result)
+    print("\n".join(render_section(load())), flush=True)
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    import run_benchmark
+
+    run_benchmark.render(run_benchmark.load_results())
+
+
+def load() -> list[dict]:
+    return json.loads(LIVE_JSON.read_text()) if LIVE_JSON.exists() else []
+
+
+def save(result: dict) -> None:
+    """Keep the latest result per server version and size."""
+    kept = [r for r in load() if (r["server"], r["users"]) != (result["server"], result["users"])]
+    kept.append(result)
+    kept.sort(key=lambda r: (r["server"], r["users"]))
+    LIVE_JSON.write_text(json.dumps(kept, indent=2) + "\n")
+
+
+def render_section(results: list[dict]) -> list[str]:
+    """docs/benchmarks.md's section on a live application (spec §10), from docs/benchmarks-live.json."""
+    if not results:
+        return []
+    lines = [
+        "## A live application (`promote --catch-up`, `sync`)",
+        "",
+        "Measured by `benchmarks/live_app.py` on a generated schema (see its docstring), the real CLI in",
+        "subprocesses, one after the other on the same server; the machine's 2 cores were shared with",
+        "other work, so compare figures of one row, not across rows. *Reads* is what a dry run spends",
+        "recording what it read per user (the digests, then their copy into the metadata), against a",
+        "legacy fingerprint for scale; the change scan is the digests now plus the comparison, against",
+        "the 10-user partial promote the scan feeds; a sync round follows updates of one Profile of each of",
+        "the users changed; the catch-up is `promote --catch-up` after that many users changed, against a",
+        "full promote of the same dry run (every row compared, none written).",
+        "",
+        "| users | server | dry run | reads (% of the dry run) | fingerprint | change scan / partial |"
+        " sync after N changed | full promote / catch-up (M changed) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        reads = r["reads_take"] + r["reads_record"]
+        syncs = ", ".join(f"{x['seconds']} s" for x in r["sync_rounds"])
+        lines.append(
+            f"| {r['users']:,} | {r['server']} | {r['dry_run']} s | {reads:.1f} s ({100 * reads / r['dry_run']:.1f}%)"
+            f" | {r['fingerprint']} s | {r['change_scan']} s / {r['partial_promote_10']} s"
+            f" | N = {r['changed']}: {syncs} | {r['promote_full']} s / {r['promote_catch_up']} s"
+            f" (M = {r['catch_up_changed']}, +{r['promote_catch_up'] - r['promote_full']:.1f} s) |"
+        )
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ import stat
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from orchestrator import console, dry_run, fixtures
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 
-LEGACY = "legacy_fixtures"
 HEADER = "user_id,context_type,field,values,chosen,decision,note"
 TEMPLATE = [
     HEADER,
@@ -28,15 +27,6 @@ TEMPLATE = [
     'u13,romantic,relationshipTimeline,"[""taking_my_time"", ""actively_looking""]","""taking_my_time""",,',
 ]
 
-runner = CliRunner()
-
-
-def invoke(args, env, input=None):
-    result = runner.invoke(app, args, env=env, input=input, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a crash never passes as an expected failure
-    return result
-
 
 @pytest.fixture(scope="module")
 def cli(settings, database, cli_env):
@@ -44,9 +34,9 @@ def cli(settings, database, cli_env):
     with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         pg.execute(f'drop schema if exists "{settings.meta_schema}" cascade')
         pg.execute(f'drop schema if exists "{settings.dry_run_schema}" cascade')
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
-    return {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
+    return {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
 
 
 @pytest.fixture()

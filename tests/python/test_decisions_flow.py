@@ -11,24 +11,14 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from orchestrator import dry_run, fixtures, reports
-from orchestrator.cli import app
+from orchestrator.config import FIXTURES_SCHEMA
 
-LEGACY = "legacy_fixtures"
 HEADER = "user_id,context_type,field,values,chosen,decision,note"
 STALE_GATE = "gate 'no stale reviewer decision' failed"
 CHANGED_GATE = "gate 'reviewer decisions unchanged since the dry run' failed"
-
-runner = CliRunner()
-
-
-def invoke(args, env, input=None):
-    result = runner.invoke(app, args, env=env, input=input, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a crash never passes as an expected failure
-    return result
 
 
 def execute(conn, statement: str, params=None) -> None:
@@ -46,9 +36,9 @@ def fresh(settings, database, cli_env):
     """Fixtures reloaded, metadata (decisions included) and dry run cleared, dry run built."""
     execute(database, f'drop schema if exists "{settings.meta_schema}" cascade')
     execute(database, f'drop schema if exists "{settings.dry_run_schema}" cascade')
-    fixtures.load(settings, database, LEGACY)
+    fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
-    return settings, database, {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
+    return settings, database, {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES_SCHEMA}
 
 
 def decide(env, tmp_path, *rows: str, by: str = "Ann") -> None:
@@ -217,15 +207,14 @@ def test_catch_up_and_sync_rebuild_the_changed_users_with_their_decisions(fresh,
     ]
     figures = dict(query(conn, f"select metric, value from {settings.dry_run_schema}.migration_summary"))
     assert (figures["conflicts_decided"], figures["decisions_stale"]) == (Decimal(2), Decimal(0))
-    # a decision after the promote is not applied by a round: sync refuses until a dry run applies it
+    # a decision after the promote makes its user a changed one: the next round rebuilds it, decision applied
     decide(env, tmp_path, "u13,,location,,,2,")
-    execute(
-        conn,
-        """update legacy_fixtures."Profile" set data = data || '{"lifestyle": {"pets": "cat"}}'"""
-        """ where id = 'p04r'""",
-    )
-    refused = invoke(["sync", "--yes", "--max-conflict-rate", "1"], env)
-    assert refused.exit_code == 1 and CHANGED_GATE in refused.output
+    assert invoke(["promote", "--yes"], env).exit_code == 1  # a plain promote of the dry run refuses it
+    synced = invoke(["sync", "--yes", "--max-conflict-rate", "1"], env)
+    assert synced.exit_code == 0 and "1 user changed" in synced.output, synced.output
+    assert live_location(conn, "u13") == "Lisbon"  # the second of ["Porto", "Lisbon"]
+    decided = query(conn, f"select status from {settings.dry_run_schema}.migration_decisions where user_id = 'u13'")
+    assert decided == [("applied",)]
 
 
 def test_the_report_shows_decided_conflicts_apart_and_links_the_template(fresh, tmp_path):

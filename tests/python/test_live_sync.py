@@ -22,7 +22,7 @@ import spec_model
 from helpers import EVERYTHING, invoke, no_prompt
 from psycopg import sql
 from spec_model import SQL_NULL
-from test_differential import diff_table, read_table
+from test_differential import compare, diff_table, read_table
 
 from orchestrator import changes, dry_run, fixtures, live, metadata, sync
 from orchestrator import promote as promoting
@@ -108,9 +108,8 @@ def differences(conn, settings, *, dry_run_too: bool, threshold: Decimal) -> lis
             expected["migration_summary"] = spec_model.summary(
                 *tables, legacy["ChatMessage"], outputs=expected, max_conflict_rate=threshold
             )
-            for table, rows in expected.items():
-                columns, actual = read_table(pg, settings.dry_run_schema, table)
-                problems += [f"dry run {p}" for p in diff_table(table, columns, rows, actual)]
+            _, found = compare(pg, settings.dry_run_schema, expected)
+            problems += [f"dry run {p}" for p in found]
     return problems
 
 

@@ -59,7 +59,7 @@ def take(
     ``name`` (replaced on each call); one statement, so one snapshot of the three tables. A user's
     reviewer decisions (in ``meta_schema``) are its rows too: deciding, re-deciding or clearing one is a
     change of that user, which a catch-up or a sync round then rebuilds with the decision applied."""
-    table = sql.Identifier(name)
+    table = sql.Identifier("pg_temp", name)  # never a regular table of that name on the search path
     decisions = sql.SQL("")
     if meta_schema is not None and db.table_exists(pg, meta_schema, decision_store.TABLE):
         decisions = sql.SQL(
@@ -243,7 +243,7 @@ class Reads:
     changes: Changes | None = None  # the owners to update (None: replace every owner)
 
     @classmethod
-    def whole(cls, meta_schema: str, state: str) -> Reads:
+    def whole(cls, state: str) -> Reads:
         return cls(state)
 
     @classmethod

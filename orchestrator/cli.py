@@ -310,7 +310,7 @@ def rollback(
     lock_timeout: LockTimeoutOption = "5s",
     json_output: JsonOption = False,
 ) -> None:
-    """Restore the live tables to their state before the last promote (dropping them if it created them).
+    """Restore the live tables to their state before the last promote or sync round (dropping them if it created them).
 
     Legacy tables are never touched: their fingerprint is compared before and after, and reported
     (exit 1 if it changed: the application wrote to them meanwhile).
@@ -347,7 +347,7 @@ def cleanup(
     keep: Annotated[int, typer.Option(help="Rollback levels to keep (at least 1).")] = 1,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove rollback backups older than the last --keep promotes.
+    """Remove rollback backups older than the last --keep promotes and sync rounds.
 
     \b
     Examples:
@@ -370,7 +370,7 @@ def runs(
     limit: Annotated[int, typer.Option(help="How many runs to show.", min=1)] = 20,
     json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
-    """Show the promote/rollback audit history, newest first.
+    """Show the promote/sync/rollback audit history, newest first.
 
     \b
     Examples:

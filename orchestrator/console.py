@@ -204,6 +204,7 @@ def sync_line_printer(json_output: bool):
         if json_output:
             print_json(result.as_dict())
             return
+        dead_runs(result.dead_runs)
         if result.run_id is None and not result.changed:
             out.print(f"sync: nothing changed ({result.seconds:.1f} s)", markup=False)
             return
@@ -246,7 +247,13 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
         + ".",
         markup=False,
     )
-    if result.caught_up is not None:
+    if result.caught_up is not None and not result.caught_up.changed:
+        console.print(
+            f"Caught up: nothing changed since dry run {result.caught_up.reviewed['dry_run_id']} read the legacy "
+            "data. Follow later writes with `orchestrator sync --follow`.",
+            markup=False,
+        )
+    elif result.caught_up is not None:
         caught = result.caught_up.as_dict()
         console.print(
             f"Caught up: dry run {caught['reviewed_dry_run_id']} reviewed {caught['reviewed_users']} users; "

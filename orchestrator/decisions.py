@@ -80,6 +80,13 @@ def template(
         buffer = io.StringIO(newline="")
         write_template(buffer, rows)
         return Template(len(rows), None, buffer.getvalue())
+    filled = filled_in(out)
+    if filled:
+        raise OrchestratorError(
+            f"{out} holds {filled} decision{'s' if filled != 1 else ''} or note{'s' if filled != 1 else ''} a "
+            f"reviewer filled in: import it first (`orchestrator decisions import {out}`) or write the template "
+            f"elsewhere (--out FILE); nothing was written"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with private_file(out) as handle:
@@ -87,6 +94,20 @@ def template(
     except OSError as exc:
         raise OrchestratorError(f"cannot write {out}: {exc.strerror}: choose another --out") from None
     return Template(len(rows), out)
+
+
+def filled_in(path: Path) -> int:
+    """How many rows of the decision template at ``path`` have a decision or a note (0: no such file, or
+    not a template): a template a reviewer is filling in is never replaced."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return sum(
+                1
+                for row in csv.DictReader(handle)
+                if (row.get("decision") or "").strip() or (row.get("note") or "").strip()
+            )
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0
 
 
 def write_template(handle, rows: list[dict]) -> None:

@@ -7,6 +7,11 @@ class OrchestratorError(Exception):
     exit_code = 2
 
 
+class Busy(OrchestratorError):
+    """Could not run now: another run, or the application's traffic, holds a lock it needs (exit 2).
+    Nothing was changed; the same command can simply be retried (`sync --follow` does)."""
+
+
 class CheckFailed(OrchestratorError):
     """Ran, and a gate or check failed; nothing was changed (exit 1)."""
 

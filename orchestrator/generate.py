@@ -31,7 +31,6 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.feedback import Feedback
 
 MARKER = "orchestrator generate: synthetic legacy data, safe to drop"
-DEFAULT_SCHEMA = "legacy_generated"
 PRIMARY_KEYS = {table: f"{table}_pkey" for table in db.LEGACY_TABLES}  # the names CREATE TABLE gives them
 PHANTOM_SHARE = 0.009  # users whose context profiles are orphans (~1% of context profiles), per real user
 MAX_USERS = 16_000_000  # every row number (at most u * 128) stays below 2^31, where hashint8extended does not fold

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from orchestrator import db
 from orchestrator.config import ConnInfo
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import Busy
 
 # pg_advisory_lock key: "orchestrator promote" (one promote or rollback at a time, per database)
 LOCK_KEY = 0x6F7263_70726F6D
@@ -37,15 +37,16 @@ def promote_lock(conn: ConnInfo, what: str, lock_timeout: str | None = None) -> 
                 [LOCK_KEY],
             ).fetchone()
             who = f" ({holder[1] or 'a session'}, pid {holder[0]}, since {holder[2]:%H:%M:%S})" if holder else ""
-            raise OrchestratorError(
-                f"another promote or rollback is running on this database{who}: wait for it to finish, then retry"
+            raise Busy(
+                f"another promote, sync round or rollback is running on this database{who}: wait for it to "
+                f"finish, then retry"
             )
         try:
             if lock_timeout is not None:
                 pg.execute(sql.SQL("set lock_timeout = {}").format(sql.Literal(lock_timeout)))
             yield pg
         except psycopg.errors.LockNotAvailable:
-            raise OrchestratorError(
+            raise Busy(
                 f"could not lock a table within {lock_timeout} (application traffic holds it); nothing was "
                 f"changed: retry later or raise --lock-timeout"
             ) from None
@@ -66,7 +67,7 @@ def dry_run_lock(pg: psycopg.Connection) -> Iterator[None]:
             DRY_RUN_LOCK,
         ).fetchone()
         who = f" ({holder[1] or 'a session'}, pid {holder[0]})" if holder else ""
-        raise OrchestratorError(f"another dry run is building on this database{who}: wait for it to finish, then retry")
+        raise Busy(f"another dry run is building on this database{who}: wait for it to finish, then retry")
     try:
         yield
     finally:

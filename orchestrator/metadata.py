@@ -154,8 +154,13 @@ def latest_dry_run(pg, meta_schema: str, *, dry_run_schema: str, legacy_schema: 
 
 # -- the audit ---------------------------------------------------------------------------------------
 
-# a promote or sync round whose writes are in effect: committed, and not rolled back
+# a promote or sync round that rollback can undo: committed, not rolled back, its backup kept
 IN_EFFECT = sql.SQL("command in ('promote', 'sync') and status = 'committed' and rolled_back_by is null")
+BACKUP_REMOVED = "not possible: backup removed"  # cleanup's mark: in effect, and no longer undoable
+# a promote or sync round whose writes are in effect (cleanup may have removed its backup)
+LIVE = sql.SQL(
+    "command in ('promote', 'sync') and status = 'committed' and (rolled_back_by is null or rolled_back_by = {})"
+).format(sql.Literal(BACKUP_REMOVED))
 
 
 def record_run(
@@ -259,7 +264,7 @@ def last_promote_of(pg, meta_schema: str, dry_run_id: str) -> dict | None:
         return None
     cur = pg.execute(
         sql.SQL("select * from {runs} where {in_effect} and dry_run_id = %s order by started_at desc limit 1").format(
-            runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT
+            runs=_table(meta_schema, "runs"), in_effect=LIVE
         ),
         [dry_run_id],
     )
@@ -289,7 +294,7 @@ def last_state_run(pg, meta_schema: str, dry_run_schema: str) -> dict | None:
             "select r.* from {runs} as r where {in_effect} and r.dry_run_id in"
             " (select d.dry_run_id from {dry_runs} as d where d.dry_run_schema = %s)"
             " order by r.started_at desc limit 1"
-        ).format(runs=_table(meta_schema, "runs"), dry_runs=_table(meta_schema, "dry_runs"), in_effect=IN_EFFECT),
+        ).format(runs=_table(meta_schema, "runs"), dry_runs=_table(meta_schema, "dry_runs"), in_effect=LIVE),
         [dry_run_schema],
     )
     row = cur.fetchone()
@@ -308,7 +313,7 @@ def live_promotes(pg, meta_schema: str) -> list[str]:
     """Committed promotes not rolled back yet, oldest first: what `rollback --drop` undoes."""
     rows = pg.execute(
         sql.SQL("select run_id from {runs} where {in_effect} order by started_at").format(
-            runs=_table(meta_schema, "runs"), in_effect=IN_EFFECT
+            runs=_table(meta_schema, "runs"), in_effect=LIVE
         )
     ).fetchall()
     return [row[0] for row in rows]
@@ -336,9 +341,9 @@ def mark_backups_removed(pg, meta_schema: str, promote_ids: list[str]) -> None:
     pg.execute(
         sql.SQL(
             "update {} set message = coalesce(message || '; ', '') || 'backup removed by cleanup',"
-            " rolled_back_by = 'not possible: backup removed' where run_id = any(%s)"
+            " rolled_back_by = %s where run_id = any(%s)"
         ).format(_table(meta_schema, "runs")),
-        [promote_ids],
+        [BACKUP_REMOVED, promote_ids],
     )
 
 

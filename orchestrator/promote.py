@@ -100,7 +100,7 @@ def promote(
             parse = project.partial(max_conflict_rate=threshold)
         elif catch_up and state is not None:
             caught_up = _catch_up(pg, settings, conn, state, threshold, feedback)
-            if caught_up is not None:
+            if caught_up is not None and caught_up.outcome is not None:
                 dry_run = caught_up.outcome.record
                 dry_run_schema = dry_run["dry_run_schema"]  # the partial schema, when the rebuild failed
         checked = gates.check(
@@ -126,11 +126,7 @@ def promote(
         }
         refuse_failed_gates(pg, settings, checked, audit, "promote")
         fault_point("promote:after-gates")
-        reads = (
-            changes.Reads.users(users, changes.REBUILT)
-            if users is not None
-            else changes.Reads.whole(settings.meta_schema, "dry_run")
-        )
+        reads = changes.Reads.users(users, changes.REBUILT) if users is not None else changes.Reads.whole("dry_run")
         run_id, plan, created = publish(
             pg,
             settings,
@@ -155,9 +151,14 @@ class CaughtUp:
     reviewed: dict  # the dry-run state that was caught up
     reviewed_users: int
     changed: changes.Changes
-    outcome: DryRunOutcome
+    outcome: DryRunOutcome | None  # None: nothing had changed, nothing was rebuilt
 
     def describe(self) -> str:
+        if not self.changed:
+            return (
+                f"caught up: nothing changed since dry run {self.reviewed['dry_run_id']} read the legacy data "
+                f"(its reads of each user compared with the data now; writes after that are for `orchestrator sync`)"
+            )
         return (
             f"caught up: dry run {self.reviewed['dry_run_id']} reviewed {self.reviewed_users} users; "
             f"{self.changed.describe()} changed since were rebuilt from the legacy data as it is now "
@@ -179,7 +180,9 @@ class CaughtUp:
 def _catch_up(
     pg: psycopg.Connection, settings: Settings, conn: ConnInfo, state: dict, threshold: Decimal, feedback: Feedback
 ) -> CaughtUp | None:
-    """Catch the dry-run state up with the legacy data now (None: nothing changed since it read)."""
+    """Catch the dry-run state up with the legacy data now. None: the gates judge the dry run as it is (it
+    did not build); nothing changed since it read: a CaughtUp without an outcome, so that the per-user reads,
+    not the fingerprint, say the state is current (a sync round's state has no fingerprint)."""
     if state["scope"] == "all" and state["status"] != "built":
         return None  # a dry run that did not build is refused by the gates, naming what failed
     if not changes.recorded(pg, settings.meta_schema, "dry_run"):
@@ -190,9 +193,9 @@ def _catch_up(
         )
     now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema, settings.meta_schema)
     changed = changes.changed_since(pg, settings.meta_schema, "dry_run", now)
-    if not changed:
-        return None
     reviewed_users = gates.read_summary(pg, settings.dry_run_schema).value("users")
+    if not changed:
+        return CaughtUp(state, int(reviewed_users or 0), changed, None)
     outcome = dry_running.catch_up(
         settings,
         conn,

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from orchestrator import changes, db, fingerprint, gates, live, metadata
 from orchestrator.config import Settings
-from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
 
 # Where the hardening tests crash a publish (orchestrator/faults.py), per command that publishes; the
@@ -188,7 +188,7 @@ def record_outcome_and_reraise(
         status = "refused" if isinstance(exc, CheckFailed) else "failed"
         metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
     if isinstance(exc, psycopg.errors.LockNotAvailable):
-        raise OrchestratorError(
+        raise Busy(
             f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "
             f"retry later or raise --lock-timeout"
         ) from None

@@ -58,7 +58,25 @@ def write(
 ) -> list[Path]:
     """Export the conflict log, the unmapped-field log and the summary, with stable names and order; or,
     as ``html``, the visual report (at most ``detail_rows`` detail rows per table, gates evaluated at
-    ``max_conflict_rate``, default the threshold in force)."""
+    ``max_conflict_rate``, default the threshold in force) and, beside it, the decision template, unless
+    the one there holds a reviewer's decisions (the report then links to that one)."""
+    try:
+        return _write(settings, conn, fmt, out_dir, max_conflict_rate=max_conflict_rate, detail_rows=detail_rows)
+    except OSError as exc:
+        raise OrchestratorError(
+            f"cannot write the report into {out_dir}: {exc.strerror or exc}: choose another --out"
+        ) from None
+
+
+def _write(
+    settings: Settings,
+    conn: ConnInfo,
+    fmt: str,
+    out_dir: Path,
+    *,
+    max_conflict_rate: Decimal | None,
+    detail_rows: int | None,
+) -> list[Path]:
     if fmt not in FORMATS:
         raise OrchestratorError(f"unknown report format {fmt!r}: use {', '.join(FORMATS)}")
     if fmt == "html":
@@ -70,6 +88,8 @@ def write(
         with private_file(path) as handle:
             handle.write(page)
         # one click from the report (a relative link): every conflict, ready for reviewers to decide
+        if decisions.filled_in(out_dir / decisions.TEMPLATE_FILE):
+            return [path]
         template = decisions.template(settings, conn, out_dir / decisions.TEMPLATE_FILE)
         return [path, template.path]
     with db.connect(conn) as pg:

@@ -24,8 +24,8 @@ class RollbackResult:
     counts: dict
     legacy_unchanged: bool
     dead_runs: list[dict]
-    skipped_unchanged: list[str]
-    undone_command: str | None = None  # promotes after the undone one that changed nothing (marked rolled back too)
+    skipped_unchanged: list[str]  # promotes after the undone one that changed nothing (marked rolled back too)
+    undone_command: str | None = None  # the undone run's command: promote or sync
 
     def as_dict(self, live_schema: str) -> dict:
         return {"live_schema": live_schema, **dataclasses.asdict(self)}

@@ -23,7 +23,7 @@ from orchestrator import changes, gates, live, locks, metadata
 from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import preload
-from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.feedback import SILENT, Feedback
 from orchestrator.publish import publish, refuse_failed_gates
 
@@ -36,6 +36,7 @@ class RoundResult:
     skipped: list[str]  # users whose live rows the application changed since our last write
     plan: dict[str, dict[str, int]]
     seconds: float
+    dead_runs: list[dict] = dataclasses.field(default_factory=list)  # runs found killed, now marked 'died'
 
     @property
     def rows_written(self) -> int:
@@ -51,6 +52,7 @@ class RoundResult:
             "skipped_users": self.skipped,
             "plan": self.plan,
             "seconds": round(self.seconds, 2),
+            "dead_runs": self.dead_runs,
         }
 
 
@@ -69,10 +71,11 @@ def sync_round(
     preload()
     with locks.promote_lock(conn, "sync", lock_timeout) as pg:
         metadata.ensure(pg, settings.meta_schema)
-        metadata.mark_dead_runs(pg, settings.meta_schema)
+        dead = metadata.mark_dead_runs(pg, settings.meta_schema)
         state, in_effect = _state_in_effect(pg, settings)
         if max_conflict_rate is None:  # the one the live tables' promote (or the last round) used
-            max_conflict_rate = in_effect.get("max_conflict_rate") or gates.threshold_of(settings, state).value
+            recorded = in_effect.get("max_conflict_rate")
+            max_conflict_rate = recorded if recorded is not None else gates.threshold_of(settings, state).value
         threshold = max_conflict_rate
         # no fingerprint per round: the reads alone tell what changed (a plain promote of the state a round
         # leaves asks for --catch-up)
@@ -83,7 +86,7 @@ def sync_round(
             pg, settings.meta_schema, "dry_run", now
         )
         if not changed:
-            return RoundResult(None, changed, 0, [], {}, time.monotonic() - started)
+            return RoundResult(None, changed, 0, [], {}, time.monotonic() - started, dead)
         scope_table = metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
         drifted = live.drifted_users(
             pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table
@@ -111,7 +114,8 @@ def sync_round(
             scope_table=None,
             caught_up=caught_up,
         )
-        written = [user for user in changed.users if user not in set(skipped)]
+        skipped_set = set(skipped)
+        written = [user for user in changed.users if user not in skipped_set]
         audit = {
             "command": "sync",
             "live_schema": settings.live_schema,
@@ -141,7 +145,7 @@ def sync_round(
                 reads=changes.Reads.owners(changes.Changes(written, changed.profiles), changes.NOW),
                 rebuilt=changed,
             )
-    return RoundResult(run_id, changed, len(written), skipped, plan, time.monotonic() - started)
+    return RoundResult(run_id, changed, len(written), skipped, plan, time.monotonic() - started, dead)
 
 
 def _state_in_effect(pg, settings: Settings) -> tuple[dict, dict]:
@@ -212,8 +216,9 @@ def follow(
     stop: threading.Event | None = None,
 ) -> list[str]:
     """Rounds every ``interval`` seconds until Ctrl-C or SIGTERM (or ``rounds`` rounds, or ``stop`` is
-    set). Every round's result goes to ``on_round``; a refused round is reported and the next one tries
-    again. Returns the users skipped in any round (the application wrote their live rows)."""
+    set). Every round's result goes to ``on_round``; a refused round (a gate failed, or another run or the
+    application's traffic held a lock) is reported and the next one tries again. Returns the users skipped
+    in any round (the application wrote their live rows)."""
     skipped: dict[str, None] = {}
     done = 0
     with Stop(feedback, stop) as stop:
@@ -228,7 +233,7 @@ def follow(
                     lock_timeout=lock_timeout,
                     feedback=SILENT,
                 )
-            except CheckFailed as refusal:
+            except (CheckFailed, Busy) as refusal:  # the next round tries again
                 feedback.note(f"round refused: {refusal}")
             else:
                 skipped.update(dict.fromkeys(result.skipped))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from orchestrator import db, fingerprint, metadata
@@ -16,6 +17,9 @@ def verify(settings: Settings, conn: ConnInfo) -> list[dict]:
     users, cps = sql.Identifier(legacy, "User"), sql.Identifier(legacy, "ContextProfile")
     messages = sql.Identifier(legacy, "ChatMessage")
     with db.connect(conn) as pg:
+        # one snapshot for every query: counts of a database the application writes to agree with each other
+        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        pg.read_only = True
         if not (db.table_exists(pg, live_schema, "UserProfile") and db.table_exists(pg, live_schema, "ContextIntent")):
             raise CheckFailed(f"there are no live tables in schema {live_schema}: run `orchestrator promote` first")
         checks = [

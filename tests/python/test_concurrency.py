@@ -29,7 +29,7 @@ def test_a_second_promote_or_rollback_refuses_while_one_runs(stage, tmp_path):
     def meanwhile(_process):
         second = run_cli(PROMOTE_ARGS, stage.env)
         seen["promote"] = second
-        with pytest.raises(OrchestratorError, match="another promote or rollback is running") as refused:
+        with pytest.raises(OrchestratorError, match="another promote, sync round or rollback is running") as refused:
             stage.rollback()
         seen["rollback"] = str(refused.value)
         seen["live"] = stage.live()  # the first promote has not committed: no reader sees half of it
@@ -43,7 +43,8 @@ def test_a_second_promote_or_rollback_refuses_while_one_runs(stage, tmp_path):
     second = seen["promote"]
     assert second.returncode == 2
     assert re.match(
-        r"Error: another promote or rollback is running on this database \(orchestrator promote, pid \d+, since "
+        r"Error: another promote, sync round or rollback is running on this database "
+        r"\(orchestrator promote, pid \d+, since "
         r"\d\d:\d\d:\d\d\): wait for it to finish, then retry",
         second.stderr,
     ), second.stderr
@@ -62,7 +63,7 @@ def test_two_promotes_started_together_never_interleave(stage):
         if code == 0:
             assert f"Promoted (all users) into schema {stage.settings.live_schema}: run " in out, out + err
         else:
-            assert code == 2 and "another promote or rollback is running" in err, out + err
+            assert code == 2 and "another promote, sync round or rollback is running" in err, out + err
     committed = [run for run in stage.audit() if run not in runs_before]
     assert [(c, s) for _, c, s in committed] == [("promote", "committed")] * sum(r[0] == 0 for r in results)
     assert stage.state() == "new"

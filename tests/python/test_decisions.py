@@ -91,6 +91,27 @@ def test_template_lists_every_conflict_of_the_latest_dry_run(env, tmp_path):
     assert unwritable.output.endswith(": choose another --out\n")
 
 
+def test_a_template_a_reviewer_filled_in_is_never_overwritten(env, settings, database, tmp_path):
+    from orchestrator import reports
+
+    out = tmp_path / "decisions_template.csv"
+    assert invoke(["decisions", "template", "--out", str(out)], env).exit_code == 0
+    assert invoke(["decisions", "template", "--out", str(out)], env).exit_code == 0  # nothing filled in yet
+    lines = out.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2][: -len(",,")] + ',2,"the newer answer"'
+    decided = "\n".join(lines) + "\n"
+    out.write_text(decided, encoding="utf-8")
+    again = invoke(["decisions", "template", "--out", str(out)], env)
+    assert again.exit_code == 2, again.output
+    assert again.output.startswith(f"Error: {out} holds 1 decision or note a reviewer filled in: import it first")
+    assert out.read_text(encoding="utf-8") == decided
+    # the HTML report writes a template beside itself, but keeps (and links to) one being filled in
+    written = reports.write(settings, database, "html", tmp_path)
+    assert written == [tmp_path / "migration_report.html"]
+    assert out.read_text(encoding="utf-8") == decided
+    assert 'href="decisions_template.csv"' in (tmp_path / "migration_report.html").read_text(encoding="utf-8")
+
+
 # -- importing ------------------------------------------------------------------------------------------
 
 

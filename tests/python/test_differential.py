@@ -24,7 +24,13 @@ from spec_model import SQL_NULL
 from orchestrator import decisions, dry_run
 
 GENERATED_SCHEMA = "legacy_generated"
-SEEDS = [(101, 300, 1), (202, 250, 1), (303, 200, 1), (404, 300, 3)]  # (seed, users, --batches)
+# (seed, users, --batches); the second PostgreSQL version runs the first and the batched one
+SEEDS = [
+    (101, 300, 1),
+    pytest.param(202, 250, 1, marks=pytest.mark.slow),
+    pytest.param(303, 200, 1, marks=pytest.mark.slow),
+    (404, 300, 3),
+]
 TABLE_KEYS = {  # each table's natural key, to pair rows in a diff
     "profile": ("user_id",),
     "context_intent": ("user_id", "context_type"),

@@ -361,7 +361,7 @@ def test_concurrent_promote_is_refused_clearly(fresh):
     settings, conn = fresh
     with psycopg.connect(**conn.kwargs(), autocommit=True) as holder:
         holder.execute("select pg_advisory_lock(%s)", [locks.LOCK_KEY])
-        with pytest.raises(Exception, match="another promote or rollback is running"):
+        with pytest.raises(Exception, match="another promote, sync round or rollback is running"):
             promote(settings, conn)
 
 

@@ -232,7 +232,8 @@ def sync(
     max_conflict_rate: Annotated[
         float | None,
         typer.Option(
-            help="Refuse a round whose combined result exceeds this conflict rate. Default: the dry run's.",
+            help="Refuse a round whose combined result exceeds this conflict rate. Default: the one the last "
+            "promote or round used.",
             min=0.0,
             max=1.0,
         ),
@@ -252,7 +253,8 @@ def sync(
     dry-run state, then their live rows are written in one transaction, audited as a `sync` run
     (`rollback` undoes one round at a time). A round with nothing to do writes nothing. Users whose
     live rows the application changed since our last write are skipped and listed (exit 1) unless
-    --force. docs/cutover.md is the runbook.
+    --force. With --follow, a refused round (a gate failed, or another run or the application's traffic
+    held a lock) is reported and the next one tries again. docs/cutover.md is the runbook.
 
     \b
     Examples:

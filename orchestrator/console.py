@@ -240,7 +240,7 @@ def dead_runs(runs: list[dict], console: Console = out) -> None:
 
 def promoted(result, live_schema: str, console: Console = out) -> None:
     dead_runs(result.dead_runs, console)
-    scope = f"{len(result.users)} users" if result.users is not None else "all users"
+    scope = plural(len(result.users), "user") if result.users is not None else "all users"
     console.print(
         f"Promoted ({scope}) into schema {live_schema}: run {result.run_id}"
         + (" (created the live tables)" if result.created_tables else "")
@@ -257,7 +257,8 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
         caught = result.caught_up.as_dict()
         console.print(
             f"Caught up: dry run {caught['reviewed_dry_run_id']} reviewed {caught['reviewed_users']} users; "
-            f"{plural(caught['rebuilt_users'], 'user')} changed since were rebuilt from the legacy data as it is now"
+            f"{plural(caught['rebuilt_users'], 'user')} changed since "
+            f"{'was' if caught['rebuilt_users'] == 1 else 'were'} rebuilt from the legacy data as it is now"
             + (
                 f" (and {plural(caught['rebuilt_orphan_profiles'], 'orphan profile')})"
                 if caught["rebuilt_orphan_profiles"]
@@ -280,7 +281,7 @@ def rolled_back(result, console: Console = out) -> None:
     )
     skipped = result.skipped_unchanged
     if skipped:
-        what += f"; skipped {plural(len(skipped), 'later promote')} that changed nothing ({', '.join(skipped)})"
+        what += f"; skipped {plural(len(skipped), 'later run')} that changed nothing ({', '.join(skipped)})"
     console.print(f"Rolled back (run {result.run_id}): {what}.", markup=False)
     if result.legacy_unchanged:
         console.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
@@ -313,8 +314,13 @@ def runs(history: list[dict], console: Console = out) -> None:
             f"{run['started_at']:%Y-%m-%d %H:%M}  {run['command']:<8} {run['status']:<9} {run['run_id']}", markup=False
         )
         notes = [
-            f"scope {run['scope']}" + (f" ({run['scope_users']} users)" if run["scope_users"] is not None else ""),
-            f"rebuilt {run['rebuilt_users']} users changed since the review" if run.get("rebuilt_users") else "",
+            f"scope {run['scope']}"
+            + (f" ({plural(run['scope_users'], 'user')})" if run["scope_users"] is not None else ""),
+            (
+                f"rebuilt {plural(run['rebuilt_users'], 'user')} changed since the review"
+                if run.get("rebuilt_users")
+                else ""
+            ),
             run["message"] or "",
             "changed nothing" if run.get("changed") is False else "",
             f"rolled back by {run['rolled_back_by']}" if run["rolled_back_by"] else "",

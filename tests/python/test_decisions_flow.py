@@ -191,7 +191,7 @@ def test_catch_up_and_sync_rebuild_the_changed_users_with_their_decisions(fresh,
     execute(conn, """update legacy_fixtures."Profile" set data = data || '{"name": "Kim"}' where id = 'p07r2'""")
     caught_up = promote(env, "--catch-up")
     assert caught_up.exit_code == 0, caught_up.output
-    assert "1 user changed since were rebuilt" in caught_up.output
+    assert "1 user changed since was rebuilt" in caught_up.output
     assert live_timeline(conn, "u07") == "actively_looking" and live_location(conn, "u04") == "SF"
     assert query(conn, f"select count(*) from {settings.dry_run_schema}.migration_decisions") == [(2,)]
     # u04 changes after the promote: the sync round rebuilds it with its decision

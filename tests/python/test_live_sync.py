@@ -27,7 +27,7 @@ from test_differential import compare, diff_table, read_table
 from orchestrator import changes, dry_run, fixtures, live, metadata, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
-from orchestrator.errors import Busy, CheckFailed, OrchestratorError
+from orchestrator.errors import Busy, CheckFailed
 from orchestrator.feedback import SILENT
 
 GENERATED = "legacy_live_app"

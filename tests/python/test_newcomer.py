@@ -209,7 +209,7 @@ def test_a_promote_that_changed_nothing_is_not_a_rollback_target(fresh):
     assert rolled.exit_code == 0, rolled.output
     # the rollback undid the first promote (it created the tables: they are dropped), stepping over the no-op
     assert "dropped the live tables" in rolled.output
-    assert f"skipped 1 later promote that changed nothing ({second.run_id})" in rolled.output
+    assert f"skipped 1 later run that changed nothing ({second.run_id})" in rolled.output
     with pytest.raises(Exception, match="no promote to roll back"):
         rolling_back.rollback(settings, conn, drop=False, confirm=lambda action: None)
     assert first.run_id != second.run_id

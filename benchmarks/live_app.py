@@ -173,11 +173,12 @@ def render_section(results: list[dict]) -> list[str]:
     if not results:
         return []
     lines = [
+        "",
         "## A live application (`promote --catch-up`, `sync`)",
         "",
         "Measured by `benchmarks/live_app.py` on a generated schema (see its docstring), the real CLI in",
-        "subprocesses, one after the other on the same server; the machine's 2 cores were shared with",
-        "other work, so compare figures of one row, not across rows. *Reads* is what a dry run spends",
+        "subprocesses, one after the other on the same server, on 2 cores with nothing else running; compare",
+        "figures of one row rather than across rows (each row is one run). *Reads* is what a dry run spends",
         "recording what it read per user (the digests, then their copy into the metadata), against a",
         "legacy fingerprint for scale; the change scan is the digests now plus the comparison, against",
         "the 10-user partial promote the scan feeds; a sync round follows updates of one Profile of each of",

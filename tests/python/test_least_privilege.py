@@ -107,7 +107,7 @@ def test_least_privilege_role_runs_the_whole_flow_and_leaks_no_secret(settings, 
     run_as_the_role(
         [
             # rebuilds into the partial dry-run schema
-            ([*PROMOTE_ARGS, "--user", LATE_USER], rf"^Promoted \(1 users\) into schema {LP_LEGACY}: run \S+\.$"),
+            ([*PROMOTE_ARGS, "--user", LATE_USER], rf"^Promoted \(1 user\) into schema {LP_LEGACY}: run \S+\.$"),
             (
                 ["rollback", "--yes"],
                 r"^Rolled back \(run \S+\): restored the live tables to their state before promote",

@@ -21,6 +21,7 @@ from orchestrator import db, decision_store, locks, metadata
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.files import private_file
+from orchestrator.formats import plural
 
 HEADER = ("user_id", "context_type", "field", "values", "chosen", "decision", "note")
 TEMPLATE_FILE = "decisions_template.csv"  # beside the HTML report, and `decisions template`'s default name
@@ -83,8 +84,8 @@ def template(
     filled = filled_in(out)
     if filled:
         raise OrchestratorError(
-            f"{out} holds {filled} decision{'s' if filled != 1 else ''} or note{'s' if filled != 1 else ''} a "
-            f"reviewer filled in: import it first (`orchestrator decisions import {out}`) or write the template "
+            f"{out} holds {plural(filled, 'decision or note', 'decisions or notes')} a reviewer filled in:"
+            f" import it first (`orchestrator decisions import {out}`) or write the template "
             f"elsewhere (--out FILE); nothing was written"
         )
     try:

@@ -8,9 +8,11 @@ Change detection only reads: no trigger, no column, nothing written to a legacy 
 An owner's digest sums a 64-bit hash of each of its rows' table, id and version (``xmin``, the
 transaction that wrote that row version). An insert, an update of any column (even to the same
 value), a delete, or a row moving to another owner changes the digest of every owner involved. A run
-takes the digests before it reads; the owners whose digests differ later (or appear, or vanish) are
-the ones changed since. A row inserted and deleted again between two digests leaves no trace; a run
-that read it in between holds a row that no longer exists: docs/decisions.md says how we bound that.
+takes the digests in the same transaction, of the same moment, as the copy of the legacy rows it reads
+(orchestrator/snapshot.py); the owners whose digests differ later (or appear, or vanish) are the ones
+changed since. So whatever a run read is what its digests describe: a row inserted and deleted again
+between two reference points is in neither, nor in any output, and a row a run read that is deleted
+later changes its owner's digest, which the next catch-up or round rebuilds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import dataclasses
 import psycopg
 from psycopg import sql
 
-from orchestrator import db, decision_store, fingerprint
+from orchestrator import db, decision_store
 
 # the metadata tables of the two reference points: what the dry-run state read, what the live tables reflect
 STATES = {"dry_run": "dry_run_reads", "live": "live_reads"}
@@ -101,14 +103,6 @@ def take(
     )
     pg.execute(sql.SQL("analyze {}").format(table))
     return table
-
-
-def take_with_fingerprint(pg: psycopg.Connection, legacy_schema: str, meta_schema: str) -> tuple[sql.Identifier, dict]:
-    """The digests of every owner and the legacy fingerprint, both of one snapshot (repeatable read)."""
-    with pg.transaction():
-        pg.execute("set transaction isolation level repeatable read")
-        now = take(pg, legacy_schema, meta_schema)
-        return now, fingerprint.legacy_fingerprint(pg, legacy_schema)
 
 
 def _state(meta_schema: str, state: str) -> sql.Identifier:

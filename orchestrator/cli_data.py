@@ -144,7 +144,8 @@ def db_grant_role(
     result = roles.grant_migration_role(settings, conn, role, os.environ.get(roles.PASSWORD_ENV) or None)
     out.print(
         f"Role {result.role} {'created' if result.created else 'updated'}: reads schema {settings.legacy_schema}, "
-        f"owns {settings.dry_run_schema}, {settings.partial_schema} and {settings.meta_schema}, may create "
+        f"owns {settings.dry_run_schema}, {settings.partial_schema}, {settings.snapshot_schema} and "
+        f"{settings.meta_schema}, may create "
         f"the live tables in {settings.live_schema}" + (" (password set)." if result.password_set else "."),
         markup=False,
     )

@@ -98,6 +98,12 @@ class Settings:
         """Where a rebuild of a few users (a partial promote) builds its dry run."""
         return validate_identifier(f"{self.dry_run_schema}_users", "partial dry-run schema")
 
+    @property
+    def snapshot_schema(self) -> str:
+        """Where every orchestrated run's copy of the legacy rows lives (orchestrator/snapshot.py): what the
+        dry-run state read, as of one moment."""
+        return validate_identifier(f"{self.dry_run_schema}_legacy", "legacy snapshot schema")
+
     @classmethod
     def load(
         cls,

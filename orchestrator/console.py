@@ -212,6 +212,8 @@ def sync_line_printer(json_output: bool):
         if result.changed.profiles:
             changed += f" (and {plural(len(result.changed.profiles), 'orphan profile')})"
         skipped = f", {plural(len(result.skipped), 'user')} skipped" if result.skipped else ""
+        if result.left_out:
+            skipped += f", {plural(len(result.left_out), 'user')} deleted meanwhile left for the next round"
         run = f"sync run {result.run_id}" if result.run_id else "sync (no live row to write)"
         out.print(
             f"{run}: {changed}, {plural(result.rows_written, 'row')} written{skipped} ({result.seconds:.1f} s)",
@@ -247,6 +249,13 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
         + ".",
         markup=False,
     )
+    if result.left_out:
+        console.print(
+            f"Left out {plural(len(result.left_out), 'user')} deleted from the legacy tables after the snapshot "
+            f"this promote was built from (their live rows went by the cascade; `orchestrator sync` handles "
+            f"them): {', '.join(result.left_out[:10])}{', ...' if len(result.left_out) > 10 else ''}.",
+            markup=False,
+        )
     if result.caught_up is not None and not result.caught_up.changed:
         console.print(
             f"Caught up: nothing changed since dry run {result.caught_up.reviewed['dry_run_id']} read the legacy "

@@ -44,6 +44,10 @@ DBT_SESSION_OPTIONS = (
 BATCH_SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
 # the var of the summary's conflict-rate check; its default, declared in dbt_project.yml, is the gate's too
 CONFLICT_RATE_VAR = "max_conflict_rate"
+# the schema of the copy of the legacy tables (and of the reviewers' decisions) a build reads: the sources'
+# schemas follow these vars (models/staging/*/_*__sources.yml)
+SNAPSHOT_VAR = "legacy_snapshot_schema"
+REVIEW_SNAPSHOT_VAR = "review_snapshot_schema"
 
 
 def preload() -> None:
@@ -296,16 +300,21 @@ class DbtProject:
 
     def _threshold_vars(self, max_conflict_rate: Decimal | None) -> dict:
         """The conflict-rate threshold as a var, when it is not the project's own (dbt_project.yml): runs at
-        the default keep the same vars as plain `dbt build`, so dbt's partial parse holds across them."""
+        the default keep the same vars from run to run, so dbt's partial parse holds across them."""
         if max_conflict_rate is None:
             return {}
         if max_conflict_rate == default_conflict_rate(self.settings.project_dir):
             return {}
         return {CONFLICT_RATE_VAR: float(max_conflict_rate)}
 
+    def _snapshot_vars(self) -> dict:
+        """Every build reads the legacy tables (and the reviewers' decisions) through the copy of one moment
+        in the snapshot schema (orchestrator/snapshot.py), never the tables themselves."""
+        return {SNAPSHOT_VAR: self.settings.snapshot_schema, REVIEW_SNAPSHOT_VAR: self.settings.snapshot_schema}
+
     def full(self, *, batches: int = 1, max_conflict_rate: Decimal | None = None) -> DbtRun:
         """The full dry run (and, with ``batches`` > 1, its main build over the batch tables)."""
-        run_vars = self._threshold_vars(max_conflict_rate)
+        run_vars = {**self._snapshot_vars(), **self._threshold_vars(max_conflict_rate)}
         if batches > 1:
             run_vars["batch_count"] = batches
         return self._run("full", self.settings.home, vars=run_vars)
@@ -316,7 +325,7 @@ class DbtProject:
         return self._run(
             "batch",
             self.settings.home / "batches" / f"{index}-of-{count}",
-            vars={"batch_count": count, "batch_index": index},
+            vars={**self._snapshot_vars(), "batch_count": count, "batch_index": index},
             session_options=BATCH_SESSION_OPTIONS,
         )
 
@@ -326,7 +335,7 @@ class DbtProject:
             "partial",
             self.settings.home / "partial",
             dry_run_schema=self.settings.partial_schema,
-            vars={"user_scope": True, **self._threshold_vars(max_conflict_rate)},
+            vars={**self._snapshot_vars(), "user_scope": True, **self._threshold_vars(max_conflict_rate)},
         )
 
     def parse(self) -> DbtRun:

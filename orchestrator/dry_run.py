@@ -1,21 +1,24 @@
 """The dry run: ``dbt build --target dry_run`` with every test, recorded with the legacy fingerprints.
 
-Three kinds, one recipe (lock → fingerprint → record `started` → build → fingerprint → record the
-outcome): the full dry run, the same in hash batches of users (orchestrator/batches.py: the same rows),
-and the rebuild of given users that a partial promote makes (into the partial schema).
+Three kinds, one recipe (lock → snapshot → record `started` → build → record the outcome): the full dry
+run, the same in hash batches of users (orchestrator/batches.py: the same rows), and the rebuild of given
+users that a partial promote or a catch-up makes (into the partial schema). Every build reads the legacy
+tables as of its snapshot's one moment (orchestrator/snapshot.py), whatever the application writes
+meanwhile: its tests hold exactly, always.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
 from psycopg import sql
 
 from orchestrator import batches as user_batches
-from orchestrator import changes, db, fingerprint, gates, locks, metadata
+from orchestrator import changes, db, fingerprint, gates, locks, metadata, snapshot
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, DbtResult, DbtRun, preload
 from orchestrator.errors import CheckFailed, OrchestratorError
@@ -95,7 +98,9 @@ def dry_run(
                     return failed
             return _build(run, feedback, ["build"])
 
-        outcome = _recorded(pg, settings, run, threshold, scope_table=None, build=build, batches=batches)
+        outcome = _recorded(
+            pg, settings, run, threshold, take=lambda: snapshot.take_all(pg, settings), build=build, batches=batches
+        )
     outcome.batches = batches
     if outcome.record["status"] != "built":
         raise CheckFailed(outcome.dbt.describe_failure() + ": the dry run is not promotable")
@@ -114,10 +119,13 @@ def rebuild_users(
     pg: psycopg.Connection,
     *,
     max_conflict_rate: Decimal | None = None,
+    taken: snapshot.Snapshot | None = None,
     feedback: Feedback = SILENT,
 ) -> DryRunOutcome:
     """Rebuild the users of the metadata's scope table from current legacy data, into the partial schema,
-    with every data test, on ``pg`` (promote's connection, under its lock). Never batched.
+    with every data test, on ``pg`` (promote's connection, under its lock). Never batched. The legacy data
+    is the one of ``taken`` (a catch-up's snapshot, its scope already written), else of a snapshot of
+    those users taken now.
 
     The outcome is recorded whether or not the tests pass: promote's gates read it and refuse a failed
     one, saying which test failed. The unit tests are left out when a full dry run built by the same
@@ -141,7 +149,13 @@ def rebuild_users(
             return result
 
         return _recorded(
-            pg, settings, run, max_conflict_rate, scope_table=metadata.scope_table(settings.meta_schema), build=build
+            pg,
+            settings,
+            run,
+            max_conflict_rate,
+            take=lambda: taken if taken is not None else snapshot.take_users(pg, settings),
+            build=build,
+            partial=True,
         )
 
 
@@ -151,37 +165,33 @@ def _recorded(
     run: DbtRun,
     threshold: Decimal,
     *,
-    scope_table: sql.Composable | None,
-    build,
+    take: Callable[[], snapshot.Snapshot],
+    build: Callable[[], DbtResult],
     batches: int = 1,
+    partial: bool = False,
 ) -> DryRunOutcome:
-    """Fingerprint, take the reads (changes.py: per owner, before anything is read), record `started`,
-    ``build()``, fingerprint again and record the outcome. A full dry run's reads become the dry-run
-    state's; a partial rebuild's stay in the session's temporary table for promote to record."""
+    """Take the snapshot (the copy of the legacy rows the build reads, the digests of that moment), record
+    `started`, ``build()``, and record the outcome. A full dry run's digests become the dry-run state's, and
+    its fingerprint after the build (of the legacy tables then) tells whether they changed meanwhile; a
+    partial rebuild's digests stay in the session's temporary table for promote to record, and its
+    fingerprint is its snapshot's (promote compares it again inside its transaction)."""
     metadata.ensure(pg, settings.meta_schema)
-    before = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
-    reads = changes.take(
-        pg,
-        settings.legacy_schema,
-        settings.meta_schema,
-        scope_table,
-        name=changes.NOW if scope_table is None else changes.REBUILT,
-    )
-    if scope_table is None:
-        changes.replace(pg, settings.meta_schema, "dry_run", reads)
+    taken = take()
+    if not partial:
+        changes.replace(pg, settings.meta_schema, "dry_run", taken.reads)
     record_id = metadata.start_dry_run(
         pg,
         settings.meta_schema,
         legacy_schema=settings.legacy_schema,
         dry_run_schema=run.dry_run_schema,
-        scope="all" if scope_table is None else "users",
-        fingerprint=before,
+        scope="users" if partial else "all",
+        fingerprint=taken.fingerprint,
         max_conflict_rate=threshold,
         batches=batches,
     )
     result = build()
-    after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
-    status, error_failures, message = _verdict(pg, run.dry_run_schema, result, lambda: before != after)
+    after = taken.fingerprint if partial else fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
+    status, error_failures, message = _verdict(result)
     warn_failures = sum(1 for node in result.nodes if node.status == "warn")
     if db.schema_exists(pg, run.dry_run_schema):
         pg.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(run.dry_run_schema)))
@@ -195,7 +205,7 @@ def _recorded(
         dry_run_tables=metadata.dry_run_relations(pg, run.dry_run_schema),
         fingerprint_after=after,
         # verify compares the live tables' chat messages with the full dry run's; a partial rebuild needs none
-        chat_fingerprint=None if scope_table is not None else fingerprint.chat_fingerprint(pg, settings.legacy_schema),
+        chat_fingerprint=None if partial else fingerprint.chat_fingerprint(pg, settings.legacy_schema),
         error_failures=error_failures,
         warn_failures=warn_failures,
         message=message,
@@ -206,33 +216,12 @@ def _recorded(
     return DryRunOutcome(dbt=result, record=record, summary=gates.read_summary(pg, run.dry_run_schema))
 
 
-# The summary's checks that compare the build's rows with the legacy tables read again at the end (users,
-# context profiles and their chat messages): on a database the application writes meanwhile, they can
-# fail although every row the build made is right for the data it read.
-RACY_CHECKS = frozenset({"profiles", "users_with_one_profile", "chat_messages_mapped_to_one_intent"})
-CHECKS_TEST = "summary_checks_pass"
-
-
-def _verdict(
-    pg: psycopg.Connection, dry_run_schema: str, result: DbtResult, legacy_changed
-) -> tuple[str, int, str | None]:
-    """(status, failing error-severity tests, message) of a build. When the only failure is the summary's
-    checks test, every failing check is one of RACY_CHECKS and ``legacy_changed()`` says the legacy data
-    changed during the build, the build is sound: it is `built`, with a message saying so (a catch-up of
-    the users changed meanwhile settles those checks)."""
+def _verdict(result: DbtResult) -> tuple[str, int, str | None]:
+    """(status, failing error-severity tests, message) of a build: every test holds exactly, whatever the
+    application wrote during the build (the build read one snapshot)."""
     failed = [node for node in result.nodes if node.status in FAILED]
     if result.exception is None and not failed:
         return "built", 0, None
-    if result.exception is None and {node.unique_id.rsplit(".", 1)[-1] for node in failed} == {CHECKS_TEST}:
-        failing = set(gates.read_summary(pg, dry_run_schema).failed_checks()) - {"conflict_rate"}
-        if failing and failing <= RACY_CHECKS and legacy_changed():
-            return (
-                "built",
-                0,
-                f"the summary's checks {', '.join(sorted(failing))} raced with legacy writes made during the build "
-                f"(they compare its rows with the legacy tables read again at its end): promote with --catch-up, "
-                f"or the next sync round, rebuilds the users changed and settles them",
-            )
     return "failed", len(failed), result.describe_failure()
 
 
@@ -273,29 +262,27 @@ def catch_up(
     pg: psycopg.Connection,
     *,
     state: dict,
-    now: sql.Identifier,
-    fingerprint_now: dict | None,
-    changed: changes.Changes,
+    taken: snapshot.Snapshot,
     max_conflict_rate: Decimal,
     feedback: Feedback = SILENT,
 ) -> DryRunOutcome:
-    """Catch the dry-run state ``state`` up with the legacy data as ``now`` read it (spec §10): rebuild the
-    owners changed since ``state`` read them (with every data test, into the partial schema), put their rows
-    in place of the old ones in every per-user table of the dry-run schema, and rebuild the summary. The
-    result is recorded as a new dry-run state (scope 'catch-up') whose reads are ``state``'s with the
-    changed owners' from ``now``: what a dry run started at that moment would have built.
-    ``fingerprint_now`` is the legacy fingerprint of that same read (None from a sync round, which takes
-    none: a later plain promote of the state then asks for --catch-up).
+    """Catch the dry-run state ``state`` up with the legacy data of the snapshot ``taken``
+    (snapshot.take_changed, under the dry-run lock; spec §10): rebuild the owners changed since ``state``
+    read them (with every data test, into the partial schema), put their rows in place of the old ones in
+    every per-user table of the dry-run schema, and rebuild the summary. The result is recorded as a new
+    dry-run state (scope 'catch-up') whose reads are ``state``'s with the changed owners' from ``taken``:
+    what a dry run started at that moment would have built. Its fingerprint is ``taken``'s (None from a
+    sync round, which takes none: a later plain promote of the state then asks for --catch-up).
 
     On ``pg`` (promote's connection, under its lock). A failed rebuild is returned as it is (the dry-run
     schema untouched): promote's gates refuse it, naming the test that failed.
     """
+    changed = taken.changed
     # held throughout (a dry run's lock is taken again by the rebuild: it nests): no dry run may rebuild
     # the schema between this rebuild and the splice
     with locks.dry_run_lock(pg):
-        metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
         feedback.note(f"Rebuilding the {changed.describe()} changed since dry run {state['dry_run_id']} read them")
-        rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, feedback=feedback)
+        rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, taken=taken, feedback=feedback)
         if rebuilt.record["status"] != "built":
             return rebuilt
         if rebuilt.record["models_version"] != state["models_version"]:
@@ -312,24 +299,19 @@ def catch_up(
                 legacy_schema=settings.legacy_schema,
                 dry_run_schema=settings.dry_run_schema,
                 scope="catch-up",
-                fingerprint=fingerprint_now,
+                fingerprint=taken.fingerprint,
                 max_conflict_rate=max_conflict_rate,
                 batches=state.get("batches") or 1,
                 parent=state,
             )
             spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
-            changes.update(pg, settings.meta_schema, "dry_run", now, changed)
+            changes.update(pg, settings.meta_schema, "dry_run", taken.reads, changed)
         # killed from here on, the state is recorded `started` with its rows in place: the next catch-up
         # or sync round takes it from there
         fault_point("catch-up:after-splice")
         feedback.note(f"Replaced the rows of {changed.describe()} in {len(spliced)} tables; rebuilding the summary")
         result = _build(run, feedback, ["build", "--select", *SUMMARY_SELECTION])
-        status, error_failures, message = _verdict(
-            pg,
-            settings.dry_run_schema,
-            result,
-            lambda: _changed_since_read(pg, settings, fingerprint_now),
-        )
+        status, error_failures, message = _verdict(result)
         metadata.finish_dry_run(
             pg,
             settings.meta_schema,
@@ -338,7 +320,7 @@ def catch_up(
             dbt_invocation_id=result.invocation_id,
             models_version=state["models_version"],
             dry_run_tables=metadata.dry_run_relations(pg, settings.dry_run_schema),
-            fingerprint_after=fingerprint_now,
+            fingerprint_after=taken.fingerprint,
             # verify's "chat messages unchanged since the dry run" is about the reviewed dry run's
             chat_fingerprint=state.get("chat_fingerprint"),
             error_failures=error_failures,
@@ -354,15 +336,6 @@ def catch_up(
             summary=gates.read_summary(pg, settings.dry_run_schema),
             batches=state.get("batches") or 1,
         )
-
-
-def _changed_since_read(pg: psycopg.Connection, settings: Settings, fingerprint_now: dict | None) -> bool:
-    """Whether the legacy data changed since the catch-up read it: by its fingerprint when one was taken
-    with the reads, else by the reads themselves."""
-    if fingerprint_now is not None:
-        return fingerprint.legacy_fingerprint(pg, settings.legacy_schema) != fingerprint_now
-    again = changes.take(pg, settings.legacy_schema, settings.meta_schema, name="legacy_reads_again")
-    return bool(changes.changed_since(pg, settings.meta_schema, "dry_run", again))
 
 
 def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_schema: str) -> list[str]:

@@ -143,6 +143,53 @@ def scope_filter(column: sql.Composable, scope_table: sql.Composable | None) -> 
     return sql.SQL("{} in (select user_id from {})").format(column, scope_table)
 
 
+def without_vanished_users(
+    pg: psycopg.Connection, dry_schema: str, live_schema: str, legacy_schema: str, scope_table: sql.Composable | None
+) -> tuple[list[str], sql.Composable | None]:
+    """Inside a publish's transaction: the users of the scope (all without one) whose dry-run rows name a
+    "User" that no longer exists (the application deleted it after the snapshot the rows were built from;
+    their live rows went by the cascade), and the scope to write instead: without them. Unchanged when
+    there is none."""
+    users = sql.Identifier(legacy_schema, "User")
+    parts = [
+        sql.SQL("select d.user_id from {} as d where {}").format(
+            sql.Identifier(dry_schema, dry_table), scope_filter(sql.SQL("d.user_id"), scope_table)
+        )
+        for dry_table in LIVE_TABLES
+    ]
+    vanished = [
+        user_id
+        for (user_id,) in pg.execute(
+            sql.SQL(
+                "select o.user_id from ({}) as o where not exists (select from {} as u where u.{} = o.user_id)"
+                ' group by o.user_id order by o.user_id collate "C"'
+            ).format(sql.SQL(" union all ").join(parts), users, sql.Identifier("id"))
+        ).fetchall()
+    ]
+    if not vanished:
+        return [], scope_table
+    # every user the write may touch (the dry run's and the live tables' own), but those
+    owners = parts + [
+        sql.SQL("select l.{} from {} as l where {}").format(
+            sql.Identifier("userId"),
+            sql.Identifier(live_schema, live_table),
+            scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table),
+        )
+        for live_table in LIVE_TABLES.values()
+        if db.table_exists(pg, live_schema, live_table)
+    ]
+    remaining = sql.Identifier("pg_temp", "publish_scope")
+    pg.execute(sql.SQL("drop table if exists {}").format(remaining))
+    pg.execute(
+        sql.SQL(
+            "create temporary table {} as select distinct o.user_id from ({}) as o where o.user_id <> all(%s)"
+        ).format(remaining, sql.SQL(" union ").join(owners)),
+        [vanished],
+    )
+    pg.execute(sql.SQL("analyze {}").format(remaining))
+    return vanished, remaining
+
+
 # -- plan, write, backup, restore ---------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import psycopg
 
-from orchestrator import changes, gates, locks, metadata
+from orchestrator import changes, gates, locks, metadata, snapshot
 from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, preload
@@ -35,6 +35,7 @@ class PromoteResult:
     users: list[str] | None
     max_conflict_rate: Decimal
     caught_up: CaughtUp | None = None
+    left_out: list[str] = dataclasses.field(default_factory=list)  # deleted after the snapshot: not written
 
     def as_dict(self, live_schema: str) -> dict:
         return {
@@ -48,6 +49,7 @@ class PromoteResult:
             "plan": self.plan,
             "gates": [gate.as_dict() for gate in self.gates],
             "dead_runs": self.dead_runs,
+            "left_out_users": self.left_out,
         }
 
 
@@ -127,7 +129,7 @@ def promote(
         refuse_failed_gates(pg, settings, checked, audit, "promote")
         fault_point("promote:after-gates")
         reads = changes.Reads.users(users, changes.REBUILT) if users is not None else changes.Reads.whole("dry_run")
-        run_id, plan, created = publish(
+        published = publish(
             pg,
             settings,
             dry_run,
@@ -141,7 +143,17 @@ def promote(
             reads=reads,
             rebuilt=caught_up.changed if caught_up is not None else None,
         )
-        return PromoteResult(run_id, plan, created, checked, dead, users, threshold, caught_up)
+        return PromoteResult(
+            published.run_id,
+            published.plan,
+            published.created_tables,
+            checked,
+            dead,
+            users,
+            threshold,
+            caught_up,
+            published.left_out,
+        )
 
 
 @dataclasses.dataclass
@@ -191,22 +203,16 @@ def _catch_up(
             f"version of the orchestrator), so the users changed since cannot be told: run `orchestrator dry-run` "
             f"again; nothing was changed"
         )
-    now, fingerprint_now = changes.take_with_fingerprint(pg, settings.legacy_schema, settings.meta_schema)
-    changed = changes.changed_since(pg, settings.meta_schema, "dry_run", now)
     reviewed_users = gates.read_summary(pg, settings.dry_run_schema).value("users")
-    if not changed:
-        return CaughtUp(state, int(reviewed_users or 0), changed, None)
-    outcome = dry_running.catch_up(
-        settings,
-        conn,
-        pg,
-        state=state,
-        now=now,
-        fingerprint_now=fingerprint_now,
-        changed=changed,
-        max_conflict_rate=threshold,
-        feedback=feedback,
-    )
+    # under the dry-run lock from the snapshot to the splice: the copy of the legacy rows is the state's
+    with locks.dry_run_lock(pg):
+        taken = snapshot.take_changed(pg, settings, ("dry_run",), with_fingerprint=True)
+        changed = taken.changed
+        if not changed:
+            return CaughtUp(state, int(reviewed_users or 0), changed, None)
+        outcome = dry_running.catch_up(
+            settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
+        )
     return CaughtUp(state, int(reviewed_users or 0), changed, outcome)
 
 

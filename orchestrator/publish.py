@@ -12,6 +12,7 @@ where the hardening tests crash it (orchestrator/faults.py, docs/reliability.md)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 import psycopg
@@ -21,6 +22,7 @@ from orchestrator import changes, db, fingerprint, gates, live, metadata
 from orchestrator.config import Settings
 from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
+from orchestrator.formats import plural
 
 # Where the hardening tests crash a publish (orchestrator/faults.py), per command that publishes; the
 # fault-matrix tests list them from here.
@@ -42,6 +44,18 @@ def refuse_failed_gates(pg, settings: Settings, checked: list[gates.Gate], audit
         )
 
 
+# a foreign-key race (a user deleted between the check for deleted users and the write) retried this often
+FOREIGN_KEY_ATTEMPTS = 3
+
+
+@dataclasses.dataclass
+class Published:
+    run_id: str
+    plan: dict[str, dict[str, int]]
+    created_tables: bool
+    left_out: list[str]  # users deleted after the snapshot: not written (their live rows went by the cascade)
+
+
 def publish(
     pg: psycopg.Connection,
     settings: Settings,
@@ -60,7 +74,9 @@ def publish(
     """Write the gated dry run's rows (of the users in ``scope_table``; all without one) into the live
     tables in one audited transaction: the plan is shown and confirmed, the run recorded `started`, then
     the live rows that differ are replaced (backed up for rollback), the snapshot refreshed and the live
-    reads recorded (``reads``), and the run `committed`. Returns (run id, plan, created the tables)."""
+    reads recorded (``reads``), and the run `committed`. Users deleted from "User" since the dry run's
+    snapshot are left out (spec §10: the next round handles them), and a deletion racing the write is
+    checked again; after FOREIGN_KEY_ATTEMPTS the run ends `Busy`, for the next round."""
     present = live.live_tables_present(pg, settings.live_schema)
     if any(present.values()) and not all(present.values()):
         raise OrchestratorError(
@@ -83,52 +99,73 @@ def publish(
     if rebuilt is not None:
         metadata.record_rebuilt_owners(pg, settings.meta_schema, run_id, rebuilt.users, rebuilt.profiles)
     fault_point(FAULT_POINTS[command]["started"])
-    try:
-        with pg.transaction():
-            pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
-            _hold_dry_run(pg, dry_run, dry_run_schema)
-            if legacy_check:
-                current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
-                if current != dry_run["fingerprint_after"]:
-                    raise CheckFailed(
-                        f"{command} refused, nothing was changed: the legacy tables changed after the gates were "
-                        "checked ("
-                        + fingerprint.describe_difference(dry_run["fingerprint_after"], current)
-                        + "): promote with --catch-up to rebuild the users changed since"
-                    )
-            if exists:
-                refuse_drift(pg, settings, force, command, scope_table)
-                for pair in pairs:
-                    live.write(pg, pair, scope_table, settings.meta_schema, run_id)
-                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, scope_table)
-            else:
-                live.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
-                for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
-                    live.load_new(pg, pair, scope_table)
-                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
-            reads.record(pg, settings.meta_schema, run_id, created=not exists)
-            fault_point(FAULT_POINTS[command]["before-audit"])
-            metadata.finish_run(
+    for attempt in range(1, FOREIGN_KEY_ATTEMPTS + 1):
+        try:
+            with pg.transaction():
+                pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
+                _hold_dry_run(pg, dry_run, dry_run_schema)
+                if legacy_check:
+                    current = fingerprint.legacy_fingerprint(pg, settings.legacy_schema, scope_table)
+                    if current != dry_run["fingerprint_after"]:
+                        raise CheckFailed(
+                            f"{command} refused, nothing was changed: the legacy tables changed after the gates "
+                            "were checked ("
+                            + fingerprint.describe_difference(dry_run["fingerprint_after"], current)
+                            + "): promote with --catch-up to rebuild the users changed since"
+                        )
+                left_out, write_scope = live.without_vanished_users(
+                    pg, dry_run_schema, settings.live_schema, settings.legacy_schema, scope_table
+                )
+                if exists:
+                    refuse_drift(pg, settings, force, command, write_scope)
+                    for pair in pairs:
+                        live.write(pg, pair, write_scope, settings.meta_schema, run_id)
+                    live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, write_scope)
+                else:
+                    live.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
+                    for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
+                        live.load_new(pg, pair, write_scope)
+                    live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+                reads.record(pg, settings.meta_schema, run_id, created=not exists)
+                fault_point(FAULT_POINTS[command]["before-audit"])
+                metadata.finish_run(
+                    pg,
+                    settings.meta_schema,
+                    run_id,
+                    "committed",
+                    counts=change_plan,
+                    created_tables=not exists,
+                    changed=not exists or _changes_rows(change_plan),
+                    left_out_users=left_out or None,
+                    message=_left_out_message(left_out),
+                )
+                fault_point(FAULT_POINTS[command]["audit-row"])
+            break
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # a user deleted between the check above and the write: check again, then leave it to the next round
+            if attempt < FOREIGN_KEY_ATTEMPTS:
+                continue
+            record_outcome_and_reraise(pg, settings, run_id, exc, lock_timeout, "the live tables")
+        except BaseException as exc:
+            record_outcome_and_reraise(
                 pg,
-                settings.meta_schema,
+                settings,
                 run_id,
-                "committed",
-                counts=change_plan,
-                created_tables=not exists,
-                changed=not exists or _changes_rows(change_plan),
+                exc,
+                lock_timeout,
+                "the live tables (or the dry-run tables, while a dbt build replaces them)",
             )
-            fault_point(FAULT_POINTS[command]["audit-row"])
-    except BaseException as exc:
-        record_outcome_and_reraise(
-            pg,
-            settings,
-            run_id,
-            exc,
-            lock_timeout,
-            "the live tables (or the dry-run tables, while a dbt build replaces them)",
-        )
     fault_point(FAULT_POINTS[command]["after-commit"])
-    return run_id, change_plan, not exists
+    return Published(run_id, change_plan, not exists, left_out)
+
+
+def _left_out_message(left_out: list[str]) -> str | None:
+    if not left_out:
+        return None
+    return (
+        f"{plural(len(left_out), 'user')} left out: deleted from the legacy tables after the snapshot this run "
+        f"was built from (their live rows went by the cascade; the next round rebuilds them)"
+    )
 
 
 def _changes_rows(plan: dict[str, dict[str, int]]) -> bool:
@@ -187,6 +224,11 @@ def record_outcome_and_reraise(
     with contextlib.suppress(psycopg.Error):
         status = "refused" if isinstance(exc, CheckFailed) else "failed"
         metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        raise Busy(
+            f"users were deleted while {what} were written, {FOREIGN_KEY_ATTEMPTS} times over; nothing was changed: "
+            f"the next round (or a retry) leaves them out"
+        ) from None
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         raise Busy(
             f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "

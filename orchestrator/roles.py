@@ -32,6 +32,7 @@ def role_sql(settings: Settings, role: str, database: str) -> sql.Composed:
         "live": settings.live_schema,
         "dry_run": settings.dry_run_schema,
         "dry_run_users": settings.partial_schema,
+        "dry_run_legacy": settings.snapshot_schema,
         "meta": settings.meta_schema,
     }
     names = {

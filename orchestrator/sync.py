@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from orchestrator import changes, gates, live, locks, metadata
+from orchestrator import changes, gates, live, locks, metadata, snapshot
 from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import preload
@@ -37,6 +37,7 @@ class RoundResult:
     plan: dict[str, dict[str, int]]
     seconds: float
     dead_runs: list[dict] = dataclasses.field(default_factory=list)  # runs found killed, now marked 'died'
+    left_out: list[str] = dataclasses.field(default_factory=list)  # deleted after the snapshot: not written
 
     @property
     def rows_written(self) -> int:
@@ -53,6 +54,7 @@ class RoundResult:
             "plan": self.plan,
             "seconds": round(self.seconds, 2),
             "dead_runs": self.dead_runs,
+            "left_out_users": self.left_out,
         }
 
 
@@ -78,31 +80,22 @@ def sync_round(
             max_conflict_rate = recorded if recorded is not None else gates.threshold_of(settings, state).value
         threshold = max_conflict_rate
         # no fingerprint per round: the reads alone tell what changed (a plain promote of the state a round
-        # leaves asks for --catch-up)
-        now = changes.take(pg, settings.legacy_schema, settings.meta_schema)
-        # the live tables hold users only: an orphan Profile changes the dry-run state's logs, not them
-        live_changed = changes.changed_since(pg, settings.meta_schema, "live", now)
-        changed = changes.Changes(live_changed.users, []) | changes.changed_since(
-            pg, settings.meta_schema, "dry_run", now
-        )
-        if not changed:
-            return RoundResult(None, changed, 0, [], {}, time.monotonic() - started, dead)
-        scope_table = metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
-        drifted = live.drifted_users(
-            pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table
-        )
-        skipped = [] if force else drifted
-        outcome = dry_running.catch_up(
-            settings,
-            conn,
-            pg,
-            state=state,
-            now=now,
-            fingerprint_now=None,
-            changed=changed,
-            max_conflict_rate=threshold,
-            feedback=feedback,
-        )
+        # leaves asks for --catch-up); the live tables hold users only: an orphan Profile changes the
+        # dry-run state's logs, not them. Under the dry-run lock from the snapshot to the splice: the copy of
+        # the legacy rows is the dry-run state's.
+        with locks.dry_run_lock(pg):
+            taken = snapshot.take_changed(pg, settings, ("live", "dry_run"), users_only=("live",))
+            changed = taken.changed
+            if not changed:
+                return RoundResult(None, changed, 0, [], {}, time.monotonic() - started, dead)
+            scope_table = metadata.scope_table(settings.meta_schema)
+            drifted = live.drifted_users(
+                pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table
+            )
+            skipped = [] if force else drifted
+            outcome = dry_running.catch_up(
+                settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
+            )
         dry_run = outcome.record
         caught_up = f"caught up: {changed.describe()} changed since the last round were rebuilt"
         checked = gates.check(
@@ -128,10 +121,10 @@ def sync_round(
         }
         refuse_failed_gates(pg, settings, checked, audit, "sync")
         plan: dict = {}
-        run_id = None
+        run_id, left_out = None, []
         if written:
             scope_table = metadata.write_user_scope(pg, settings.meta_schema, written)
-            run_id, plan, _ = publish(
+            published = publish(
                 pg,
                 settings,
                 dry_run,
@@ -145,7 +138,11 @@ def sync_round(
                 reads=changes.Reads.owners(changes.Changes(written, changed.profiles), changes.NOW),
                 rebuilt=changed,
             )
-    return RoundResult(run_id, changed, len(written), skipped, plan, time.monotonic() - started, dead)
+            run_id, plan, left_out = published.run_id, published.plan, published.left_out
+            written = [user for user in written if user not in set(left_out)]
+    return RoundResult(
+        run_id, changed, len(written), skipped, plan, time.monotonic() - started, dead, left_out=left_out
+    )
 
 
 def _state_in_effect(pg, settings: Settings) -> tuple[dict, dict]:

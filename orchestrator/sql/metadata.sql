@@ -59,6 +59,9 @@ alter table runs add column if not exists changed boolean;
 -- promote --catch-up and sync: users of the reviewed dry run, and owners rebuilt since the review
 alter table runs add column if not exists reviewed_users integer;
 alter table runs add column if not exists rebuilt_users integer;
+-- the users a promote or sync round left out: deleted from "User" after the snapshot its rows were built
+-- from (their live rows went by the cascade; the next round rebuilds them from what is left)
+alter table runs add column if not exists left_out_users text[];
 alter table runs drop constraint if exists runs_command_check;
 alter table runs add constraint runs_command_check check (command in ('promote', 'rollback', 'sync'));
 

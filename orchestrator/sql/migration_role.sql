@@ -8,7 +8,8 @@
 --   database       the database
 --   legacy         the legacy schema: read only
 --   live           the live schema (default: the legacy schema)
---   dry_run, dry_run_users, meta: the dry-run, partial dry-run and metadata schemas, owned by the role
+--   dry_run, dry_run_users, dry_run_legacy, meta: the dry-run, partial dry-run, legacy snapshot and
+--                  metadata schemas, owned by the role
 
 -- The database: connect only. No CREATE: the role's schemas are created here, for it.
 grant connect on database {database} to {role};
@@ -26,14 +27,17 @@ grant usage on type {legacy}."RelationshipContextType" to {role};
 -- and rollback drops them when it undoes the promote that created them.
 grant usage, create on schema {live} to {role};
 
--- The dry-run, partial dry-run and metadata schemas: the role's own, closed to everybody else
--- (they hold copies of personal data, spec section 9).
+-- The dry-run, partial dry-run, legacy snapshot and metadata schemas: the role's own, closed to
+-- everybody else (they hold copies of personal data, spec section 9).
 create schema if not exists {dry_run};
 alter schema {dry_run} owner to {role};
 revoke all on schema {dry_run} from public;
 create schema if not exists {dry_run_users};
 alter schema {dry_run_users} owner to {role};
 revoke all on schema {dry_run_users} from public;
+create schema if not exists {dry_run_legacy};
+alter schema {dry_run_legacy} owner to {role};
+revoke all on schema {dry_run_legacy} from public;
 create schema if not exists {meta};
 alter schema {meta} owner to {role};
 revoke all on schema {meta} from public;
@@ -51,7 +55,7 @@ begin
         where
             c.relkind in ('r', 'p', 'v', 'm')
             and (
-                n.nspname in ({dry_run_name}, {dry_run_users_name}, {meta_name})
+                n.nspname in ({dry_run_name}, {dry_run_users_name}, {dry_run_legacy_name}, {meta_name})
                 or (n.nspname = {live_name} and c.relname in ('UserProfile', 'ContextIntent'))
             )
     loop

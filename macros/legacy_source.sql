@@ -2,6 +2,11 @@
     A legacy table as the staging models read it: the one place that knows the orchestrator's
     execution modes, so that each staging model reads as `source` -> `renamed`.
 
+    Every orchestrated run reads the legacy tables through the copy its snapshot made of them, as of one
+    moment (orchestrator/snapshot.py): the source's schema follows the var `legacy_snapshot_schema`
+    (models/staging/legacy/_legacy__sources.yml). The copy has the legacy tables' names and columns, so
+    nothing below depends on which of the two a run reads.
+
     - A full dry run (no vars): the plain source() relation, so each staging model's lineage shows
       exactly its one legacy table.
     - A partial rebuild (var `user_scope`: `orchestrator promote --user ...`, and the catch-up of

@@ -9,12 +9,14 @@ catalogs, never listed by hand.
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 
 import psycopg
 from psycopg import sql
 
 from orchestrator import db
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import Busy, OrchestratorError
 from orchestrator.faults import fault_point
 
 # dry-run mart -> live table
@@ -118,16 +120,138 @@ def live_only_pairs(pg: psycopg.Connection, dry_schema: str, live_schema: str) -
     ]
 
 
-def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
-    """Run Prisma's migration.sql as-is: unqualified names resolve in the live schema, then the legacy
-    one (where "User" and the enum live when the live schema differs)."""
+# Creating or dropping a foreign key to "User" locks "User" itself (SHARE ROW EXCLUSIVE to add one, which
+# holds the application's writes; ACCESS EXCLUSIVE to drop one: its triggers live on "User"). Each is done
+# alone in a transaction of its own, waiting at most KEY_LOCK_TIMEOUT for the lock (so the application's
+# statements queued behind that request wait no longer), tried again up to KEY_LOCK_ATTEMPTS times.
+KEY_LOCK_TIMEOUT = "200ms"
+KEY_LOCK_ATTEMPTS = 50
+KEY_LOCK_PAUSE = 0.2  # seconds between attempts
+
+
+def _migration_statements() -> tuple[list[str], list[str]]:
+    """Prisma's migration.sql as (the statements that create the tables and their indexes, the statements
+    that add their foreign keys to "User")."""
+    text = "\n".join(
+        line for line in db.packaged_sql(MIGRATION_FILE).splitlines() if not line.lstrip().startswith("--")
+    )
+    statements = [part.strip() for part in text.split(";") if part.strip()]
+    keys = [part for part in statements if "FOREIGN KEY" in part.upper()]
+    return [part for part in statements if part not in keys], keys
+
+
+def _search_path(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
+    """Unqualified names of migration.sql resolve in the live schema, then the legacy one (where "User" and
+    the enum live when the live schema differs)."""
     path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys([live_schema, legacy_schema]))
     pg.execute(sql.SQL("set local search_path to {}").format(path))
-    pg.execute(db.packaged_sql(MIGRATION_FILE))
+
+
+def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
+    """Run Prisma's migration.sql as-is, but for its foreign keys (``add_foreign_keys`` adds them once the
+    tables are loaded and committed: adding one inside the long load would hold the application's writes
+    to "User" until its commit)."""
+    tables, _ = _migration_statements()
+    _search_path(pg, live_schema, legacy_schema)
+    for statement in tables:
+        pg.execute(sql.SQL(statement))
     pg.execute("set local search_path to default")
 
 
+def _foreign_keys(pg: psycopg.Connection, live_schema: str) -> dict[str, dict]:
+    """The live tables' foreign keys now: {constraint name: {"table", "validated"}}."""
+    return {
+        name: {"table": table, "validated": validated}
+        for name, table, validated in pg.execute(
+            "select k.conname, c.relname, k.convalidated from pg_constraint as k"
+            " join pg_class as c on c.oid = k.conrelid join pg_namespace as n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relname = any(%s)"
+            " and k.contype = 'f'",
+            [live_schema, list(LIVE_TABLES.values())],
+        ).fetchall()
+    }
+
+
+def _with_key_lock(pg: psycopg.Connection, what: str, work) -> None:
+    """``work()`` in a short transaction of its own, under KEY_LOCK_TIMEOUT, tried again while the
+    application's traffic holds the lock it needs; Busy after KEY_LOCK_ATTEMPTS."""
+    for attempt in range(1, KEY_LOCK_ATTEMPTS + 1):
+        try:
+            with pg.transaction():
+                pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(KEY_LOCK_TIMEOUT)))
+                work()
+            return
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+            if attempt == KEY_LOCK_ATTEMPTS:
+                raise Busy(
+                    f"could not {what}: application traffic held the lock it needs {KEY_LOCK_ATTEMPTS} times for "
+                    f"{KEY_LOCK_TIMEOUT}; retry later"
+                ) from None
+            time.sleep(KEY_LOCK_PAUSE)
+
+
+def add_foreign_keys(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> list[str]:
+    """Give the live tables their foreign keys to "User", as migration.sql defines them, without holding the
+    application: each key is added NOT VALID in a moment of its own (from then on a deleted user's rows go by
+    the cascade), the rows of users deleted before that are removed (the cascade's work), and the key is
+    validated apart (that reads, and blocks no write). Keys already there are left as they are. On ``pg``,
+    an autocommit connection, outside any transaction. Returns the keys added or validated."""
+    _, statements = _migration_statements()
+    done = []
+    for statement in statements:
+        name = re.search(r'ADD CONSTRAINT "([^"]+)"', statement).group(1)
+        table = re.search(r'ALTER TABLE "([^"]+)"', statement).group(1)
+        present = _foreign_keys(pg, live_schema)
+        if name not in present:
+
+            def add(statement=statement) -> None:
+                _search_path(pg, live_schema, legacy_schema)
+                pg.execute(sql.SQL(statement + " NOT VALID"))
+
+            _with_key_lock(pg, f'add the foreign key "{name}"', add)
+            present = _foreign_keys(pg, live_schema)
+        if not present[name]["validated"]:
+            # users deleted before the key existed left their rows behind: the cascade would have removed them
+            pg.execute(
+                sql.SQL("delete from {} as l where not exists (select from {} as u where u.{} = l.{})").format(
+                    sql.Identifier(live_schema, table),
+                    sql.Identifier(legacy_schema, "User"),
+                    sql.Identifier("id"),
+                    sql.Identifier("userId"),
+                )
+            )
+            _with_key_lock(
+                pg,
+                f'validate the foreign key "{name}"',
+                lambda name=name, table=table: pg.execute(
+                    sql.SQL("alter table {} validate constraint {}").format(
+                        sql.Identifier(live_schema, table), sql.Identifier(name)
+                    )
+                ),
+            )
+            done.append(name)
+    return done
+
+
+def drop_foreign_keys(pg: psycopg.Connection, live_schema: str) -> None:
+    """Drop the live tables' foreign keys, each in a moment of its own (ACCESS EXCLUSIVE on "User": its
+    triggers live there), before the tables themselves are dropped in a transaction that then needs no lock
+    on "User". On an autocommit connection, outside any transaction."""
+    for name, key in _foreign_keys(pg, live_schema).items():
+        _with_key_lock(
+            pg,
+            f'drop the foreign key "{name}"',
+            lambda name=name, key=key: pg.execute(
+                sql.SQL("alter table {} drop constraint if exists {}").format(
+                    sql.Identifier(live_schema, key["table"]), sql.Identifier(name)
+                )
+            ),
+        )
+
+
 def drop_live_tables(pg: psycopg.Connection, live_schema: str) -> None:
+    """Drop the live tables (their foreign keys first dropped by ``drop_foreign_keys``, else this takes
+    ACCESS EXCLUSIVE on "User" until the caller's commit)."""
     for live_table in reversed(list(LIVE_TABLES.values())):
         pg.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(live_schema, live_table)))
         fault_point("rollback:mid-drop")
@@ -275,17 +399,16 @@ def write(
 
 
 def load_new(pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None) -> None:
-    """Fill a live table this same transaction created: load it bare, then rebuild its primary key,
-    indexes and foreign keys from their own catalog definitions (same names and definitions, so the
-    catalog stays exactly Prisma's). One bulk index build and one foreign-key validation join instead
-    of per-row index maintenance and per-row foreign-key triggers. Rollback of such a run drops the
-    tables, so nothing is recorded for it row by row."""
+    """Fill a live table this same transaction created (without its foreign keys: ``add_foreign_keys``
+    adds them after the commit): load it bare, then rebuild its primary key, unique keys and indexes from
+    their own catalog definitions (same names and definitions, so the catalog stays exactly Prisma's).
+    One bulk index build instead of per-row index maintenance; it locks only the new table. Rollback of
+    such a run drops the tables, so nothing is recorded for it row by row."""
     table = pg.execute(
         "select to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", [pair.live_schema, pair.live_table]
     ).fetchone()[0]
     constraints = pg.execute(
-        "select conname, pg_get_constraintdef(oid), contype from pg_constraint where conrelid = %s"
-        " order by contype = 'f', conname",
+        "select conname, pg_get_constraintdef(oid) from pg_constraint where conrelid = %s order by conname",
         [table],
     ).fetchall()
     indexes = pg.execute(
@@ -294,7 +417,7 @@ def load_new(pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composabl
         " order by c.relname",
         [table],
     ).fetchall()
-    for name, _, _ in reversed(constraints):
+    for name, _ in reversed(constraints):
         pg.execute(sql.SQL("alter table {} drop constraint {}").format(pair.live, sql.Identifier(name)))
     for name, _ in indexes:
         pg.execute(sql.SQL("drop index {}").format(sql.Identifier(pair.live_schema, name)))
@@ -308,26 +431,19 @@ def load_new(pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composabl
         )
     )
     fault_point("promote:mid-write")
-    for name, definition, kind in constraints:
-        if kind != "f":
-            pg.execute(
-                sql.SQL("alter table {} add constraint {} {}").format(
-                    pair.live, sql.Identifier(name), sql.SQL(definition)
-                )
-            )
+    for name, definition in constraints:
+        pg.execute(
+            sql.SQL("alter table {} add constraint {} {}").format(pair.live, sql.Identifier(name), sql.SQL(definition))
+        )
     for _, definition in indexes:
         pg.execute(sql.SQL(definition))  # the server's own text of the index it had
-    for name, definition, kind in constraints:
-        if kind == "f":
-            pg.execute(
-                sql.SQL("alter table {} add constraint {} {}").format(
-                    pair.live, sql.Identifier(name), sql.SQL(definition)
-                )
-            )
 
 
-def restore(pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: str) -> dict[str, int]:
-    """Undo one run's write: remove the rows it inserted, put back the rows it replaced or removed."""
+def restore(
+    pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: str, legacy_schema: str
+) -> dict[str, int]:
+    """Undo one run's write: remove the rows it inserted, put back the rows it replaced or removed, but for
+    the rows of users deleted since (the cascade would have removed them: they are counted, not restored)."""
     removed = pg.execute(
         sql.SQL(
             "delete from {live} as l using {inserted} as i where i.run_id = %s and i.table_name = %s and l.{id} = i.id"
@@ -336,19 +452,26 @@ def restore(pg: psycopg.Connection, pair: TablePair, meta_schema: str, run_id: s
     ).rowcount
     fault_point("rollback:mid-restore")
     columns = pair.live_column_list()
-    restored = pg.execute(
+    restored, gone = pg.execute(
         sql.SQL(
-            "insert into {live} ({columns}) select r.{columns_r} from {backup} as b,"
-            " jsonb_populate_record(null::{live}, b.row_data) as r where b.run_id = %s and b.table_name = %s"
+            "with backed_up as (select r.* from {backup} as b, jsonb_populate_record(null::{live}, b.row_data) as r"
+            " where b.run_id = %s and b.table_name = %s),"
+            " put_back as (insert into {live} ({columns}) select b.{columns_b} from backed_up as b"
+            " where exists (select from {users} as u where u.{id} = b.{user_id}) returning 1)"
+            " select (select count(*) from put_back),"
+            " (select count(*) from backed_up) - (select count(*) from put_back)"
         ).format(
             live=pair.live,
             columns=columns,
-            columns_r=sql.SQL(", r.").join(sql.Identifier(c.live) for c in pair.columns),
+            columns_b=sql.SQL(", b.").join(sql.Identifier(c.live) for c in pair.columns),
             backup=backups_table(meta_schema),
+            users=sql.Identifier(legacy_schema, "User"),
+            id=sql.Identifier("id"),
+            user_id=sql.Identifier("userId"),
         ),
         [run_id, pair.live_table],
-    ).rowcount
-    return {"removed": removed, "restored": restored}
+    ).fetchone()
+    return {"removed": removed, "restored": restored, "not_restored_user_deleted": gone}
 
 
 def forget_run(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None:

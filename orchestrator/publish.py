@@ -3,10 +3,12 @@ each sync round end with (spec §8, §9).
 
 Order: show the plan and ask → record `started` → one transaction: lock the dry-run tables and check
 they are the ones the gates passed, re-check the legacy fingerprint (unless the state was just caught
-up), check live drift, create the tables if absent, back up and write only the rows that differ,
-refresh the snapshot, record the live reads, record `committed`. A failure records `failed`; a killed
-process leaves `started`, which the next run reports and marks `died`. ``fault_point`` calls mark
-where the hardening tests crash it (orchestrator/faults.py, docs/reliability.md).
+up), leave out users deleted since the snapshot, check live drift, create the tables if absent (their
+foreign keys to "User" come after the commit, each in a moment of its own: docs/security.md), back up
+and write only the rows that differ, refresh the snapshot, record the live reads, record `committed`.
+A failure records `failed`; a killed process leaves `started`, which the next run reports and marks
+`died`. ``fault_point`` calls mark where the hardening tests crash it (orchestrator/faults.py,
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def publish(
             f"run `orchestrator rollback --drop` to start clean"
         )
     exists = all(present.values())
+    if exists:  # a run killed between its commit and its keys left them out: add them now
+        live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     pairs = live.table_pairs(pg, dry_run_schema, settings.live_schema) if exists else None
     change_plan = (
         {p.live_table: live.plan(pg, p, scope_table, True) for p in pairs}
@@ -155,6 +159,9 @@ def publish(
                 lock_timeout,
                 "the live tables (or the dry-run tables, while a dbt build replaces them)",
             )
+    if not exists:
+        # the keys to "User" once the tables are loaded and committed, each in a moment of its own
+        live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     fault_point(FAULT_POINTS[command]["after-commit"])
     return Published(run_id, change_plan, not exists, left_out)
 

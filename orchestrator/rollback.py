@@ -4,14 +4,16 @@ tables, from the backups it kept (spec §8, §9); remove backups beyond the kept
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
+import psycopg
 from psycopg import sql
 
 from orchestrator import changes, db, fingerprint, live, locks, metadata
 from orchestrator.config import ConnInfo, Settings
-from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
 from orchestrator.publish import record_outcome_and_reraise, refuse_drift
 
@@ -71,13 +73,19 @@ def rollback(
             message=action,
         )
         fault_point("rollback:started")
+        dropping = drop or last["created_tables"]
+        if dropping and any(present.values()):
+            # refused before anything changes; then the keys to "User" go, each in a moment of its own, so
+            # that dropping the tables below takes no lock on "User"
+            refuse_drift(pg, settings, force, "rollback")
+            live.drop_foreign_keys(pg, settings.live_schema)
         try:
             with pg.transaction():
                 pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
                 if any(present.values()):
                     refuse_drift(pg, settings, force, "rollback")
                 counts: dict = {}
-                if drop or last["created_tables"]:
+                if dropping:
                     live.drop_live_tables(pg, settings.live_schema)
                     undone = metadata.live_promotes(pg, settings.meta_schema) if drop else [last["run_id"]]
                 else:
@@ -87,10 +95,12 @@ def rollback(
                         else live.live_only_pairs(pg, settings.dry_run_schema, settings.live_schema)
                     )
                     for pair in pairs:
-                        counts[pair.live_table] = live.restore(pg, pair, settings.meta_schema, last["run_id"])
+                        counts[pair.live_table] = live.restore(
+                            pg, pair, settings.meta_schema, last["run_id"], settings.legacy_schema
+                        )
                     undone = [last["run_id"]]
                 metadata.mark_rolled_back(pg, settings.meta_schema, run_id, undone + skipped)
-                if drop or last["created_tables"]:
+                if dropping:
                     changes.clear(pg, settings.meta_schema, "live")
                 else:
                     # newest first: the skipped runs recorded reads too, on top of the undone one's
@@ -111,6 +121,10 @@ def rollback(
                 )
                 fault_point("rollback:before-commit")
         except BaseException as exc:
+            # the tables stay: so do their keys (best effort: the next promote or round adds any still missing)
+            with contextlib.suppress(psycopg.Error, Busy):
+                if dropping and all(live.live_tables_present(pg, settings.live_schema).values()):
+                    live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
             record_outcome_and_reraise(pg, settings, run_id, exc, lock_timeout, "the live tables")
         fault_point("rollback:after-commit")
         return RollbackResult(

@@ -288,6 +288,9 @@ def rolled_back(result, console: Console = out) -> None:
         + "; ".join(f'"{t}" -{c["removed"]} +{c["restored"]}' for t, c in result.counts.items())
         + ")"
     )
+    gone = sum(c.get("not_restored_user_deleted", 0) for c in result.counts.values())
+    if gone:
+        what += f"; {plural(gone, 'row')} of users deleted since not restored (the cascade removed them)"
     skipped = result.skipped_unchanged
     if skipped:
         what += f"; skipped {plural(len(skipped), 'later run')} that changed nothing ({', '.join(skipped)})"

@@ -147,6 +147,27 @@ def _search_path(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -
     pg.execute(sql.SQL("set local search_path to {}").format(path))
 
 
+def live_ddl(live_schema: str, legacy_schema: str) -> list[str]:
+    """Every DDL statement the orchestrator runs on the live and legacy schemas, as it runs them and in
+    that order, each with the lock_timeout it runs under: creating the tables (in the first promote's
+    transaction), adding and validating each foreign key (each in a transaction of its own), and, for
+    rollback, dropping each key (each alone) and the tables. For linting (tests/python/test_live_ddl_lint.py)."""
+    tables, keys = _migration_statements()
+    names = [
+        (re.search(r'ALTER TABLE "([^"]+)"', k).group(1), re.search(r'ADD CONSTRAINT "([^"]+)"', k).group(1))
+        for k in keys
+    ]
+    path = ", ".join(f'"{schema}"' for schema in dict.fromkeys([live_schema, legacy_schema]))
+    timeout = f"set lock_timeout = '{KEY_LOCK_TIMEOUT}'"
+    statements = [f"set search_path to {path}", "set lock_timeout = '5s'", *tables]
+    for key, (table, name) in zip(keys, names, strict=True):
+        statements += [timeout, f"{key} NOT VALID", timeout, f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{name}"']
+    for table, name in names:
+        statements += [timeout, f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{name}"']
+    statements += ["set lock_timeout = '5s'"] + [f'DROP TABLE IF EXISTS "{t}"' for t in reversed(LIVE_TABLES.values())]
+    return statements
+
+
 def create_live_tables(pg: psycopg.Connection, live_schema: str, legacy_schema: str) -> None:
     """Run Prisma's migration.sql as-is, but for its foreign keys (``add_foreign_keys`` adds them once the
     tables are loaded and committed: adding one inside the long load would hold the application's writes

@@ -248,9 +248,22 @@ class Reads:
     def owners(cls, changed: Changes, table: str) -> Reads:
         return cls(table, changed)
 
-    def record(self, pg: psycopg.Connection, meta_schema: str, run_id: str, *, created: bool) -> None:
+    def record(
+        self, pg: psycopg.Connection, meta_schema: str, run_id: str, *, created: bool, retry: list[str] = ()
+    ) -> None:
         """Inside the run's transaction: the live reads become these (the ones replaced kept for rollback,
-        unless the run created the live tables: its rollback drops them)."""
+        unless the run created the live tables: its rollback drops them), but for the users in ``retry``
+        (not written this time): they have none, so the next round takes them as changed."""
+        self._record(pg, meta_schema, run_id, created=created)
+        if retry:
+            pg.execute(
+                sql.SQL("delete from {} where owner_kind = 'user' and owner_id = any(%s)").format(
+                    _state(meta_schema, "live")
+                ),
+                [list(retry)],
+            )
+
+    def _record(self, pg: psycopg.Connection, meta_schema: str, run_id: str, *, created: bool) -> None:
         if self.changes is None:
             source = _state(meta_schema, self.source)
             if created:

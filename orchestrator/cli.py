@@ -17,7 +17,7 @@ from orchestrator import __version__, cli_common, cli_data, cli_decisions, conso
 from orchestrator.cli_common import JsonOption, LockTimeoutOption, YesOption, context, handles_errors, rate
 from orchestrator.console import err, out
 from orchestrator.errors import CheckFailed, OrchestratorError
-from orchestrator.formats import plural
+from orchestrator.formats import plural, shown_repr
 
 APP_HELP = """Migrate legacy context-scoped profiles to a unified Profile + ContextIntent, safely.
 
@@ -72,8 +72,9 @@ def root(
 def _batch_count(value: str) -> str:
     from orchestrator.batches import MAX_BATCHES
 
-    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= MAX_BATCHES):
-        raise typer.BadParameter(f"{value!r} is neither `auto` nor a whole number from 1 to {MAX_BATCHES}")
+    # the length first: int() refuses more than 4300 digits, and a message quotes a long value shortened
+    if value != "auto" and not (value.isdigit() and len(value.lstrip("0")) <= 6 and 1 <= int(value) <= MAX_BATCHES):
+        raise typer.BadParameter(f"{shown_repr(value)} is neither `auto` nor a whole number from 1 to {MAX_BATCHES}")
     return value
 
 
@@ -220,6 +221,8 @@ def promote(
         console.print_json(result.as_dict(settings.live_schema))
     else:
         console.promoted(result, settings.live_schema)
+    if result.held_back:
+        raise CheckFailed(_held_back_message(result.held_back))
 
 
 @app.command()
@@ -252,9 +255,13 @@ def sync(
     moved between users) are rebuilt from the legacy data as it is now, with every test, into the
     dry-run state, then their live rows are written in one transaction, audited as a `sync` run
     (`rollback` undoes one round at a time). A round with nothing to do writes nothing. Users whose
-    live rows the application changed since our last write are skipped and listed (exit 1) unless
-    --force. With --follow, a refused round (a gate failed, or another run or the application's traffic
-    held a lock) is reported and the next one tries again. docs/cutover.md is the runbook.
+    live rows the application changed since our last write are handed over to it: listed once (exit 1)
+    and not written or listed again unless their legacy rows change again (--force overwrites them). A
+    user with a stale reviewer decision is held back and listed (exit 1); every other user is published.
+    A user deleted after the round read the legacy tables is left out, and the next round handles it.
+    With --follow, a refused round (a gate failed, or another run or the application's traffic held a
+    lock) is reported and the next one tries again; each round's line lists the users it held back.
+    docs/cutover.md is the runbook.
 
     \b
     Examples:
@@ -268,6 +275,7 @@ def sync(
     feedback = console.feedback(json_output)
     if follow:
         console.confirm(f"Promote every round's changes into schema {settings.live_schema} until stopped?", yes)
+        held_back: list[str] = []  # each round's line lists them
         skipped = syncing.follow(
             settings,
             conn,
@@ -289,13 +297,30 @@ def sync(
             feedback=feedback,
         )
         console.sync_line_printer(json_output)(result)
-        skipped = result.skipped
+        skipped, held_back = result.skipped, result.held_back
+    problems = []
     if skipped:
-        raise CheckFailed(
-            f"{plural(len(skipped), 'user was', 'users were')} skipped: the application changed their live rows "
-            f"since our last write ({', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}): check them, "
-            f"then sync --force to overwrite"
+        problems.append(
+            f"{plural(len(skipped), 'user was', 'users were')} handed over to the application, which changed "
+            f"their live rows since our last write ({_ids(skipped)}): they are not written or listed again unless "
+            f"their legacy rows change again; check them, or sync --force to overwrite them"
         )
+    if held_back:
+        problems.append(_held_back_message(held_back))
+    if problems:
+        raise CheckFailed("; ".join(problems))
+
+
+def _ids(users: list[str]) -> str:
+    return ", ".join(users[:10]) + (", ..." if len(users) > 10 else "")
+
+
+def _held_back_message(users: list[str]) -> str:
+    return (
+        f"{plural(len(users), 'user was', 'users were')} held back for a stale reviewer decision ({_ids(users)}): "
+        f"their live rows stay as they were; see `orchestrator decisions list`, decide again or clear, and the "
+        f"next round publishes them"
+    )
 
 
 @app.command()
@@ -486,7 +511,7 @@ def explain(
     settings, conn = context()
     result = explaining.explain(settings, conn, user)
     if json_output:
-        out.print(console.to_json(result), markup=False)
+        console.print_exact_json(result)
     else:
         console.explain(result)
 

@@ -211,9 +211,12 @@ def sync_line_printer(json_output: bool):
         changed = f"{plural(len(result.changed.users), 'user')} changed"
         if result.changed.profiles:
             changed += f" (and {plural(len(result.changed.profiles), 'orphan profile')})"
-        skipped = f", {plural(len(result.skipped), 'user')} skipped" if result.skipped else ""
+        skipped = f", {plural(len(result.skipped), 'user')} handed over" if result.skipped else ""
         if result.left_out:
             skipped += f", {plural(len(result.left_out), 'user')} deleted meanwhile left for the next round"
+        if result.held_back:
+            held = ", ".join(result.held_back[:5]) + (", ..." if len(result.held_back) > 5 else "")
+            skipped += f", {plural(len(result.held_back), 'user')} held back (a stale decision: {held})"
         run = f"sync run {result.run_id}" if result.run_id else "sync (no live row to write)"
         out.print(
             f"{run}: {changed}, {plural(result.rows_written, 'row')} written{skipped} ({result.seconds:.1f} s)",

@@ -146,13 +146,15 @@ def check(
     current_models_version: str | None = None,
     rebuilt_now: bool = False,
     caught_up: str | None = None,
+    held_back: list[str] | None = None,
 ) -> list[Gate]:
     """The gates of spec §8, each with its figure and what to do when it fails; with
     ``current_models_version`` (promote passes it), one more: the dry run was built by these models.
     ``rebuilt_now``: the dry run is a partial rebuild this same command just made, so its fingerprint
     after the build is the current one (promote compares it again inside its transaction). ``caught_up``:
     the dry-run state was just caught up with the legacy data (promote --catch-up; what it rebuilt): the
-    legacy gate holds, and writes since are the next sync round's."""
+    legacy gate holds, and writes since are the next sync round's. ``held_back``: a catch-up or sync round
+    holds back the users with a stale reviewer decision (spec §11) instead of refusing for all."""
     if dry_run is None:
         return [Gate("dry run complete", False, "no dry run recorded", "run `orchestrator dry-run` first")]
     gates = [_complete(dry_run)]
@@ -178,7 +180,7 @@ def check(
             "--max-conflict-rate with a higher value",
         )
     )
-    gates.append(_decisions_current(summary))
+    gates.append(_decisions_current(summary, held_back))
     gates.append(_decisions_applied(pg, settings, dry_run_schema, scope_table))
     if caught_up is not None:
         gates.append(Gate(LEGACY_UNCHANGED, True, caught_up, ""))
@@ -187,12 +189,21 @@ def check(
     return gates
 
 
-def _decisions_current(summary: Summary) -> Gate:
+def _decisions_current(summary: Summary, held_back: list[str] | None = None) -> Gate:
     """Spec §11: no decision is stale (its conflict is gone, or its value is no longer among the
-    conflict's values): the summary's decisions_stale, of the rebuilt users in a partial rebuild."""
+    conflict's values): the summary's decisions_stale, of the rebuilt users in a partial rebuild. A
+    catch-up or sync round (``held_back``) holds back only the users whose decisions are stale."""
     stale = summary.value("decisions_stale")
     if stale is None:  # a dry run built before reviewer decisions existed: it applied none
         return Gate(DECISIONS_CURRENT, True, "the dry run's summary counts no reviewer decision", "")
+    if held_back is not None:
+        return Gate(
+            DECISIONS_CURRENT,
+            True,
+            f"{plural(int(stale), 'stale reviewer decision')} in the dry run; "
+            f"{plural(len(held_back), 'user')} with one held back (their live rows stay as they were)",
+            "",
+        )
     return Gate(
         DECISIONS_CURRENT,
         Decimal(stale) == 0,
@@ -278,3 +289,20 @@ def _legacy_unchanged(
         "promote with --catch-up, which rebuilds the users changed since the dry run read them from the legacy "
         "data as it is now (or run `orchestrator dry-run` again)",
     )
+
+
+def stale_decision_users(pg: psycopg.Connection, dry_run_schema: str, users: list[str] | None = None) -> list[str]:
+    """The users (among ``users``; all without) with a stale reviewer decision in the dry run, in id order:
+    what a catch-up or sync round holds back (spec §11)."""
+    if not db.table_exists(pg, dry_run_schema, "migration_decisions"):
+        return []
+    only = sql.SQL("") if users is None else sql.SQL(" and user_id = any(%(users)s)")
+    return [
+        row[0]
+        for row in pg.execute(
+            sql.SQL("select distinct user_id from {} where status = 'stale'{} order by 1").format(
+                sql.Identifier(dry_run_schema, "migration_decisions"), only
+            ),
+            {"users": users},
+        ).fetchall()
+    ]

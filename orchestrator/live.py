@@ -288,13 +288,31 @@ def scope_filter(column: sql.Composable, scope_table: sql.Composable | None) -> 
     return sql.SQL("{} in (select user_id from {})").format(column, scope_table)
 
 
-def without_vanished_users(
-    pg: psycopg.Connection, dry_schema: str, live_schema: str, legacy_schema: str, scope_table: sql.Composable | None
+def lock_live_rows(pg: psycopg.Connection, live_schema: str, scope_table: sql.Composable) -> None:
+    """Inside a publish's transaction: lock the live rows of the scope's users (FOR UPDATE, under the
+    session's lock_timeout) until the commit, so that what the drift check sees of them is what the write
+    replaces: an application write to them either committed before (and is seen) or waits for the commit."""
+    for live_table in LIVE_TABLES.values():
+        pg.execute(
+            sql.SQL("select from {} as l where {} for update").format(
+                sql.Identifier(live_schema, live_table),
+                scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table),
+            )
+        )
+
+
+def write_scope(
+    pg: psycopg.Connection,
+    dry_schema: str,
+    live_schema: str,
+    legacy_schema: str,
+    scope_table: sql.Composable | None,
+    excluded: list[str] = (),
 ) -> tuple[list[str], sql.Composable | None]:
     """Inside a publish's transaction: the users of the scope (all without one) whose dry-run rows name a
     "User" that no longer exists (the application deleted it after the snapshot the rows were built from;
-    their live rows went by the cascade), and the scope to write instead: without them. Unchanged when
-    there is none."""
+    their live rows went by the cascade), and the scope to write: without them and without ``excluded``
+    (users held back or handed over). The scope as it was when there is nobody to leave out."""
     users = sql.Identifier(legacy_schema, "User")
     parts = [
         sql.SQL("select d.user_id from {} as d where {}").format(
@@ -311,7 +329,8 @@ def without_vanished_users(
             ).format(sql.SQL(" union all ").join(parts), users, sql.Identifier("id"))
         ).fetchall()
     ]
-    if not vanished:
+    left_out = sorted({*vanished, *excluded})
+    if not left_out:
         return [], scope_table
     # every user the write may touch (the dry run's and the live tables' own), but those
     owners = parts + [
@@ -329,7 +348,7 @@ def without_vanished_users(
         sql.SQL(
             "create temporary table {} as select distinct o.user_id from ({}) as o where o.user_id <> all(%s)"
         ).format(remaining, sql.SQL(" union ").join(owners)),
-        [vanished],
+        [left_out],
     )
     pg.execute(sql.SQL("analyze {}").format(remaining))
     return vanished, remaining

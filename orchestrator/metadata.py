@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from orchestrator import db
 
 # Bump when metadata.sql changes: the schema's comment records the version its tables are at.
-METADATA_VERSION = "orchestrator metadata 6"
+METADATA_VERSION = "orchestrator metadata 7"
 
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
@@ -405,3 +405,28 @@ def record_scope_users(pg, meta_schema: str, run_id: str) -> None:
         ),
         [run_id],
     )
+
+
+def record_handed_over(pg, meta_schema: str, run_id: str, users: list[tuple[str, int]]) -> None:
+    """Keep the users a sync round handed over to the application (spec §10), with their differing rows."""
+    with pg.cursor().copy(
+        sql.SQL("copy {} (user_id, run_id, differing_rows) from stdin").format(_table(meta_schema, "handed_over_users"))
+    ) as copy:
+        for user_id, rows in users:
+            copy.write_row([user_id, run_id, rows])
+
+
+def written_users(pg, meta_schema: str, run: dict) -> sql.Identifier:
+    """A temporary table of the users a partial promote or sync round ``run`` wrote: its scope, but for
+    those it left out, held back or handed over (its rollback checks and restores those alone)."""
+    table = sql.Identifier("pg_temp", "rollback_scope")
+    not_written = [*(run.get("left_out_users") or []), *(run.get("held_back_users") or [])]
+    not_written += run.get("handed_over_users") or []
+    pg.execute(sql.SQL("drop table if exists {}").format(table))
+    pg.execute(
+        sql.SQL("create temporary table {} as select user_id from {} where run_id = %s and user_id <> all(%s)").format(
+            table, _table(meta_schema, "run_scope_users")
+        ),
+        [run["run_id"], not_written],
+    )
+    return table

@@ -36,6 +36,7 @@ class PromoteResult:
     max_conflict_rate: Decimal
     caught_up: CaughtUp | None = None
     left_out: list[str] = dataclasses.field(default_factory=list)  # deleted after the snapshot: not written
+    held_back: list[str] = dataclasses.field(default_factory=list)  # a stale reviewer decision: not written
 
     def as_dict(self, live_schema: str) -> dict:
         return {
@@ -50,6 +51,7 @@ class PromoteResult:
             "gates": [gate.as_dict() for gate in self.gates],
             "dead_runs": self.dead_runs,
             "left_out_users": self.left_out,
+            "held_back_users": self.held_back,
         }
 
 
@@ -105,6 +107,8 @@ def promote(
             if caught_up is not None and caught_up.outcome is not None:
                 dry_run = caught_up.outcome.record
                 dry_run_schema = dry_run["dry_run_schema"]  # the partial schema, when the rebuild failed
+        # a catch-up holds back the users with a stale reviewer decision, not everyone (spec §11)
+        held_back = gates.stale_decision_users(pg, dry_run_schema) if caught_up is not None else None
         checked = gates.check(
             pg,
             settings,
@@ -115,6 +119,7 @@ def promote(
             current_models_version=_models_now(parse) if dry_run is not None else None,
             rebuilt_now=users is not None,
             caught_up=caught_up.describe() if caught_up is not None else None,
+            held_back=held_back,
         )
         audit = {
             "command": "promote",
@@ -142,6 +147,7 @@ def promote(
             legacy_check=caught_up is None,
             reads=reads,
             rebuilt=caught_up.changed if caught_up is not None else None,
+            hold_back=held_back or [],
         )
         return PromoteResult(
             published.run_id,
@@ -153,6 +159,7 @@ def promote(
             threshold,
             caught_up,
             published.left_out,
+            published.held_back,
         )
 
 

@@ -56,6 +56,8 @@ class Published:
     plan: dict[str, dict[str, int]]
     created_tables: bool
     left_out: list[str]  # users deleted after the snapshot: not written (their live rows went by the cascade)
+    held_back: list[str]  # users with a stale reviewer decision: not written, the next round's again
+    handed_over: list[str]  # users whose live rows the application wrote: not written, handed over to it
 
 
 def publish(
@@ -72,13 +74,19 @@ def publish(
     legacy_check: bool,
     reads: changes.Reads,
     rebuilt: changes.Changes | None = None,
-) -> tuple[str, dict, bool]:
+    hold_back: list[str] = (),
+    hand_over: bool = False,
+) -> Published:
     """Write the gated dry run's rows (of the users in ``scope_table``; all without one) into the live
     tables in one audited transaction: the plan is shown and confirmed, the run recorded `started`, then
     the live rows that differ are replaced (backed up for rollback), the snapshot refreshed and the live
     reads recorded (``reads``), and the run `committed`. Users deleted from "User" since the dry run's
     snapshot are left out (spec §10: the next round handles them), and a deletion racing the write is
-    checked again; after FOREIGN_KEY_ATTEMPTS the run ends `Busy`, for the next round."""
+    checked again; after FOREIGN_KEY_ATTEMPTS the run ends `Busy`, for the next round. ``hold_back``: users
+    not written this time (a stale reviewer decision), the next round's again. ``hand_over`` (a sync round,
+    without ``force``): the scope's users whose live rows the application wrote since our last write (seen
+    with their rows locked until the commit) are not written but handed over to it, recorded once
+    (spec §10, cutover); without it, such rows refuse the run unless ``force``."""
     present = live.live_tables_present(pg, settings.live_schema)
     if any(present.values()) and not all(present.values()):
         raise OrchestratorError(
@@ -117,11 +125,21 @@ def publish(
                             + fingerprint.describe_difference(dry_run["fingerprint_after"], current)
                             + "): promote with --catch-up to rebuild the users changed since"
                         )
-                left_out, write_scope = live.without_vanished_users(
-                    pg, dry_run_schema, settings.live_schema, settings.legacy_schema, scope_table
+                handed_over: list[tuple[str, int]] = []
+                if exists and scope_table is not None:
+                    # the rows the drift check reads stay as it saw them until the write commits
+                    live.lock_live_rows(pg, settings.live_schema, scope_table)
+                    if hand_over and not force:
+                        handed_over = live.drifted(
+                            pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table,
+                            per="user",
+                        )  # fmt: skip
+                excluded = [*hold_back, *(user for user, _ in handed_over)]
+                left_out, write_scope = live.write_scope(
+                    pg, dry_run_schema, settings.live_schema, settings.legacy_schema, scope_table, excluded
                 )
                 if exists:
-                    refuse_drift(pg, settings, force, command, write_scope)
+                    refuse_drift(pg, settings, force or hand_over, command, write_scope)
                     for pair in pairs:
                         live.write(pg, pair, write_scope, settings.meta_schema, run_id)
                     live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, write_scope)
@@ -130,7 +148,10 @@ def publish(
                     for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
                         live.load_new(pg, pair, write_scope)
                     live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
-                reads.record(pg, settings.meta_schema, run_id, created=not exists)
+                # the users left out or held back are the next round's again; the handed-over ones are not
+                reads.record(pg, settings.meta_schema, run_id, created=not exists, retry=[*left_out, *hold_back])
+                if handed_over:
+                    metadata.record_handed_over(pg, settings.meta_schema, run_id, handed_over)
                 fault_point(FAULT_POINTS[command]["before-audit"])
                 metadata.finish_run(
                     pg,
@@ -141,6 +162,8 @@ def publish(
                     created_tables=not exists,
                     changed=not exists or _changes_rows(change_plan),
                     left_out_users=left_out or None,
+                    held_back_users=list(hold_back) or None,
+                    handed_over_users=[user for user, _ in handed_over] or None,
                     message=_left_out_message(left_out),
                 )
                 fault_point(FAULT_POINTS[command]["audit-row"])
@@ -163,7 +186,7 @@ def publish(
         # the keys to "User" once the tables are loaded and committed, each in a moment of its own
         live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     fault_point(FAULT_POINTS[command]["after-commit"])
-    return Published(run_id, change_plan, not exists, left_out)
+    return Published(run_id, change_plan, not exists, left_out, list(hold_back), [user for user, _ in handed_over])
 
 
 def _left_out_message(left_out: list[str]) -> str | None:

@@ -82,8 +82,15 @@ def rollback(
         try:
             with pg.transaction():
                 pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
+                # a partial promote or a sync round is undone for the users it wrote: only their live rows
+                # are checked for drift (and --force overrides it for them alone), and only theirs become ours
+                scope_table = (
+                    metadata.written_users(pg, settings.meta_schema, last)
+                    if not dropping and last["scope"] == "users"
+                    else None
+                )
                 if any(present.values()):
-                    refuse_drift(pg, settings, force, "rollback")
+                    refuse_drift(pg, settings, force, "rollback", scope_table)
                 counts: dict = {}
                 if dropping:
                     live.drop_live_tables(pg, settings.live_schema)
@@ -108,7 +115,7 @@ def rollback(
                         changes.restore(pg, settings.meta_schema, run)
                 live.forget_run(pg, settings.meta_schema, undone + skipped)
                 changes.forget(pg, settings.meta_schema, undone + skipped)
-                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
+                live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, scope_table)
                 # before the commit: once committed, nothing may fail and make a done rollback look undone
                 legacy_after = fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
                 metadata.finish_run(

@@ -7,7 +7,11 @@ rows in one audited transaction (kind `sync`; rollback undoes one round at a tim
 become the next round's reference, so a write that races a round is caught by the next one.
 
 Cutover (the application writes the live tables itself): a round never overwrites a live row changed
-since our last write; those users are skipped and listed (exit 1) unless ``force``.
+since our last write (seen with the round's live rows locked until its commit); those users are handed
+over to the application: listed once (exit 1), recorded, and not rebuilt or listed again unless their
+legacy rows change again (``force`` overwrites them instead). A user with a stale reviewer decision is
+held back and listed (exit 1) while every other changed user is published; a user deleted after the
+round's snapshot is left out (said, not an error): the next round handles both.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ class RoundResult:
     run_id: str | None  # None: nothing had changed, nothing was written
     changed: changes.Changes
     written_users: int
-    skipped: list[str]  # users whose live rows the application changed since our last write
+    skipped: list[str]  # users handed over this round: the application changed their live rows since our write
     plan: dict[str, dict[str, int]]
     seconds: float
     dead_runs: list[dict] = dataclasses.field(default_factory=list)  # runs found killed, now marked 'died'
     left_out: list[str] = dataclasses.field(default_factory=list)  # deleted after the snapshot: not written
+    held_back: list[str] = dataclasses.field(default_factory=list)  # a stale reviewer decision: not written
 
     @property
     def rows_written(self) -> int:
@@ -55,6 +60,7 @@ class RoundResult:
             "seconds": round(self.seconds, 2),
             "dead_runs": self.dead_runs,
             "left_out_users": self.left_out,
+            "held_back_users": self.held_back,
         }
 
 
@@ -88,16 +94,13 @@ def sync_round(
             changed = taken.changed
             if not changed:
                 return RoundResult(None, changed, 0, [], {}, time.monotonic() - started, dead)
-            scope_table = metadata.scope_table(settings.meta_schema)
-            drifted = live.drifted_users(
-                pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table
-            )
-            skipped = [] if force else drifted
             outcome = dry_running.catch_up(
                 settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
             )
         dry_run = outcome.record
         caught_up = f"caught up: {changed.describe()} changed since the last round were rebuilt"
+        # one user's stale reviewer decision holds back that user, not the round (spec §11)
+        held_back = gates.stale_decision_users(pg, dry_run["dry_run_schema"], changed.users)
         checked = gates.check(
             pg,
             settings,
@@ -106,14 +109,13 @@ def sync_round(
             max_conflict_rate=threshold,
             scope_table=None,
             caught_up=caught_up,
+            held_back=held_back,
         )
-        skipped_set = set(skipped)
-        written = [user for user in changed.users if user not in skipped_set]
         audit = {
             "command": "sync",
             "live_schema": settings.live_schema,
             "scope": "users",
-            "scope_users": len(written),
+            "scope_users": len(changed.users),
             "dry_run": dry_run,
             "gates": {g.name: g.as_dict() for g in checked},
             "max_conflict_rate": threshold,
@@ -121,9 +123,9 @@ def sync_round(
         }
         refuse_failed_gates(pg, settings, checked, audit, "sync")
         plan: dict = {}
-        run_id, left_out = None, []
-        if written:
-            scope_table = metadata.write_user_scope(pg, settings.meta_schema, written)
+        run_id, left_out, handed_over, written = None, [], [], []
+        if changed.users:
+            scope_table = metadata.write_user_scope(pg, settings.meta_schema, changed.users)
             published = publish(
                 pg,
                 settings,
@@ -135,13 +137,25 @@ def sync_round(
                 force=force,
                 lock_timeout=lock_timeout,
                 legacy_check=False,
-                reads=changes.Reads.owners(changes.Changes(written, changed.profiles), changes.NOW),
+                reads=changes.Reads.owners(changed, changes.NOW),
                 rebuilt=changed,
+                hold_back=held_back,
+                hand_over=True,
             )
-            run_id, plan, left_out = published.run_id, published.plan, published.left_out
-            written = [user for user in written if user not in set(left_out)]
+            run_id, plan = published.run_id, published.plan
+            left_out, handed_over = published.left_out, published.handed_over
+            not_written = {*left_out, *held_back, *handed_over}
+            written = [user for user in changed.users if user not in not_written]
     return RoundResult(
-        run_id, changed, len(written), skipped, plan, time.monotonic() - started, dead, left_out=left_out
+        run_id,
+        changed,
+        len(written),
+        handed_over,
+        plan,
+        time.monotonic() - started,
+        dead,
+        left_out=left_out,
+        held_back=held_back,
     )
 
 

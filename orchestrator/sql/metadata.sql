@@ -62,6 +62,10 @@ alter table runs add column if not exists rebuilt_users integer;
 -- the users a promote or sync round left out: deleted from "User" after the snapshot its rows were built
 -- from (their live rows went by the cascade; the next round rebuilds them from what is left)
 alter table runs add column if not exists left_out_users text[];
+-- a catch-up or sync round: users held back (a stale reviewer decision: their live rows stay as they were,
+-- the next round tries again) and users handed over (the application wrote their live rows: not written)
+alter table runs add column if not exists held_back_users text[];
+alter table runs add column if not exists handed_over_users text[];
 alter table runs drop constraint if exists runs_command_check;
 alter table runs add constraint runs_command_check check (command in ('promote', 'rollback', 'sync'));
 
@@ -72,6 +76,16 @@ create table if not exists run_rebuilt_owners (
     owner_kind text not null,
     owner_id   text not null,
     primary key (run_id, owner_kind, owner_id)
+);
+
+-- Cutover (spec §10): users whose live rows the application wrote since our last write, handed over to it
+-- by a sync round: not rebuilt or listed again unless their legacy rows change again
+create table if not exists handed_over_users (
+    user_id        text not null,
+    run_id         text not null,
+    handed_over_at timestamptz not null default clock_timestamp(),
+    differing_rows integer not null,                          -- their live rows that differed from ours
+    primary key (user_id, run_id)
 );
 
 create table if not exists run_scope_users (

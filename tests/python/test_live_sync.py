@@ -19,7 +19,7 @@ import legacy_generator
 import psycopg
 import pytest
 import spec_model
-from helpers import EVERYTHING, invoke, no_prompt
+from helpers import EVERYTHING, invoke, no_prompt, query
 from psycopg import sql
 from spec_model import SQL_NULL
 from test_differential import compare, diff_table, read_table
@@ -346,7 +346,7 @@ def test_catch_up_records_what_it_reviewed_and_rebuilt(promoted):
     assert promoting.promote(settings, conn, confirm=no_prompt).caught_up is None
 
 
-def test_sync_skips_users_whose_live_rows_the_application_wrote(promoted, cli_env):
+def test_sync_hands_over_users_whose_live_rows_the_application_wrote(promoted, cli_env):
     settings, conn = promoted
     # after its deploy the application writes the live tables itself
     execute(conn, """update legacy_fixtures."UserProfile" set location = 'set by the app' where "userId" = 'u03'""")
@@ -359,8 +359,8 @@ def test_sync_skips_users_whose_live_rows_the_application_wrote(promoted, cli_en
     env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES}
     result = invoke(["sync", "--yes"], env)
     assert result.exit_code == 1, result.output
-    assert "1 user was skipped" in result.output and "u03" in result.output and "--force" in result.output
-    assert "2 users changed" in result.output and "1 user skipped" in result.output
+    assert "1 user was handed over" in result.output and "u03" in result.output and "--force" in result.output
+    assert "2 users changed" in result.output and "1 user handed over" in result.output
     with psycopg.connect(**conn.kwargs()) as pg:
         rows = {
             user: (location, lifestyle)
@@ -371,6 +371,22 @@ def test_sync_skips_users_whose_live_rows_the_application_wrote(promoted, cli_en
         }
     assert rows["u03"][0] == "set by the app" and "cutover" not in rows["u03"][1]  # left alone
     assert rows["u04"][1]["cutover"] == "yes"  # written
+    # handed over: listed once and recorded; the next round neither rebuilds nor lists u03, and exits 0
+    handed_over = sql.SQL("select user_id, differing_rows from {}").format(
+        sql.Identifier(settings.meta_schema, "handed_over_users")
+    )
+    assert query(conn, handed_over) == [("u03", 1)]
+    again = invoke(["sync", "--yes"], env)
+    assert again.exit_code == 0 and "nothing changed" in again.output, again.output
+    # its legacy rows change again: listed again; --force takes the legacy data's side on purpose
+    execute(
+        conn, """update legacy_fixtures."Profile" set data = data || '{"lifestyle": {"again": 1}}' where id = 'p03r'"""
+    )
+    listed = invoke(["sync", "--yes"], env)
+    assert listed.exit_code == 1 and "u03" in listed.output, listed.output
+    execute(
+        conn, """update legacy_fixtures."Profile" set data = data || '{"lifestyle": {"again": 2}}' where id = 'p03r'"""
+    )
     forced = invoke(["sync", "--yes", "--force"], env)
     assert forced.exit_code == 0, forced.output
     assert differences(conn, settings, dry_run_too=False, threshold=EVERYTHING) == []

@@ -154,7 +154,10 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     full = json.loads((settings.home / "target" / "dry_run" / "run_results.json").read_text())
     partial = json.loads((settings.home / "partial" / "target" / "dry_run" / "run_results.json").read_text())
     # both read the copy of the legacy rows their snapshot made (orchestrator/snapshot.py)
-    snapshot_vars = {"legacy_snapshot_schema": settings.snapshot_schema, "review_snapshot_schema": settings.snapshot_schema}
+    snapshot_vars = {
+        "legacy_snapshot_schema": settings.snapshot_schema,
+        "review_snapshot_schema": settings.snapshot_schema,
+    }
     assert full["args"].get("vars") == snapshot_vars
     # the rebuild's summary checks the conflict rate at the threshold this promote uses (1: everything)
     assert partial["args"]["vars"] == {**snapshot_vars, "user_scope": True, "max_conflict_rate": 1.0}

@@ -14,6 +14,7 @@ import typer
 from orchestrator import console
 from orchestrator.cli_common import JsonOption, YesOption, context, handles_errors
 from orchestrator.console import out
+from orchestrator.formats import shortened
 
 decisions_app = typer.Typer(
     help="Reviewers decide conflicts: which of a conflict's values is migrated, applied by every rebuild.",
@@ -124,7 +125,7 @@ def list_(user: UserOption = None, json_output: JsonOption = False) -> None:
     settings, conn = context()
     rows = decisions.listing(settings, conn, user or None)
     if json_output:
-        out.print(console.to_json(rows), markup=False)
+        console.print_exact_json(rows)
     else:
         console.decisions(rows)
 
@@ -153,7 +154,7 @@ def clear(
 
     settings, conn = context()
     console.require_terminal_or_yes(yes)
-    whose = f" of {', '.join(user)}" if user else ""
+    whose = f" of {', '.join(shortened(one) for one in user)}" if user else ""
     removed = decisions.clear(
         settings,
         conn,

@@ -26,10 +26,11 @@ from rich.table import Table
 
 from orchestrator.errors import Aborted, OrchestratorError
 from orchestrator.feedback import Advance
-from orchestrator.formats import percent, plural, summary_value
+from orchestrator.formats import ERROR_LINE_CHARS, percent, plural, shortened, shown_repr, summary_value
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# user data is shown as it is: no highlighting, and no ":name:" taken for an emoji code
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class TerminalFeedback:
@@ -66,7 +67,10 @@ def feedback(json_output: bool) -> TerminalFeedback:
 
 
 def error(message: str) -> None:
-    err.print(f"Error: {message}", markup=False)
+    """``Error: message`` on stderr. Messages shorten the values they quote (formats.shortened); a line
+    that is still longer than ERROR_LINE_CHARS is shortened too, saying how long it was."""
+    lines = (shortened(line, ERROR_LINE_CHARS) for line in message.split("\n"))
+    err.print("Error: " + "\n".join(lines), markup=False)
 
 
 # -- JSON ---------------------------------------------------------------------------------------------
@@ -85,6 +89,12 @@ def _json_default(value):
 def print_json(value) -> None:
     """One JSON document on stdout (plain text: no markup or emoji rendering of user data)."""
     typer.echo(json.dumps(value, indent=2, default=_json_default))
+
+
+def print_exact_json(value) -> None:
+    """One JSON document on stdout, every value whole and every number as its exact text (``to_json``),
+    written as it is (not through rich: a value can be megabytes long)."""
+    typer.echo(to_json(value))
 
 
 def to_json(value, indent: int | None = 2) -> str:
@@ -358,7 +368,7 @@ DECISION_STATUS = {
 
 def decisions_imported(imported, console: Console = out) -> None:
     console.print(
-        f"Imported {plural(imported.decided, 'decision')} from {imported.file} by {imported.reviewer}"
+        f"Imported {plural(imported.decided, 'decision')} from {imported.file} by {shortened(imported.reviewer)}"
         f" (sha256 {imported.sha256[:12]}); {plural(imported.undecided, 'row')} with no decision changed nothing."
         " Run `orchestrator dry-run` to apply them.",
         markup=False,
@@ -366,7 +376,8 @@ def decisions_imported(imported, console: Console = out) -> None:
 
 
 def _conflict_name(row: dict) -> str:
-    return f"{row['field']} ({row['context_type']})" if row["context_type"] else row["field"]
+    field = shortened(row["field"])
+    return f"{field} ({shortened(row['context_type'])})" if row["context_type"] else field
 
 
 def decisions(rows: list[dict], console: Console = out) -> None:
@@ -394,17 +405,19 @@ def decisions(rows: list[dict], console: Console = out) -> None:
 
 
 def _text(value) -> str:
-    """User data as inert text for the terminal (rich markup escaped)."""
+    """User data as inert text for the terminal (rich markup escaped), shortened when long, saying how
+    long it is (formats.shortened)."""
     if value is None:
         return ""
     if isinstance(value, (dict, list, Decimal)):
         value = to_json(value, indent=None)
-    return escape(str(value))
+    return escape(shortened(str(value)))
 
 
 def _json_text(value) -> str:
-    """A JSON value as JSON (so " Bo " shows its spaces and "30" differs from 30), markup escaped."""
-    return "" if value is None else escape(to_json(value, indent=None))
+    """A JSON value as JSON (so " Bo " shows its spaces and "30" differs from 30), markup escaped,
+    shortened when long (formats.shortened)."""
+    return "" if value is None else escape(shortened(to_json(value, indent=None)))
 
 
 OUTCOME_WORDS = {
@@ -421,21 +434,21 @@ OUTCOME_WORDS = {
 
 
 def explain(result: dict, console: Console = out) -> None:
-    console.print(f"User {result['user_id']!r}", style="bold", markup=False)
+    console.print(f"User {shown_repr(result['user_id'])}", style="bold", markup=False)
     table = Table(title="Context profiles (context order)")
     for column in ("context profile", "type", "created", "legacy profiles (in order)"):
         table.add_column(column)
     by_cp: dict[str, list[str]] = {}
     for profile in result["legacy_profiles"]:
         by_cp.setdefault(profile["context_profile_id"], []).append(
-            f"#{profile['context_order']} {profile['legacy_profile_id']} ({profile['data_type']})"
+            f"#{profile['context_order']} {shortened(profile['legacy_profile_id'])} ({profile['data_type']})"
         )
     for cp in result["context_profiles"]:
         table.add_row(
             _text(cp["context_profile_id"]),
             cp["context_type"],
             f"{cp['created_at']}",
-            _text(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"),
+            escape(", ".join(by_cp.get(cp["context_profile_id"], [])) or "no legacy Profile"),
         )
     console.print(table)
 
@@ -459,7 +472,7 @@ def explain(result: dict, console: Console = out) -> None:
         outcome = escape(outcome)
         for atom in row["atom_details"] or []:
             if atom.get("outcome") == "lost_conflict":
-                where = f"{escape(atom['sub_key'])}: " if atom.get("sub_key") else ""
+                where = f"{_text(atom['sub_key'])}: " if atom.get("sub_key") else ""
                 outcome += (
                     f"; {where}lost to {_json_text(atom['chosen_value'])} "
                     f"from {_text(atom['chosen_from_legacy_profile_id'])}"
@@ -485,10 +498,17 @@ def explain(result: dict, console: Console = out) -> None:
             console.print(
                 f"{title} (dry run): completeness {row['completeness']}, missing {row['missing']}", markup=False
             )
-            console.print("  " + to_json(filled, indent=None), markup=False)
+            console.print("  " + _shortened_object(filled), markup=False)
     if result["live"] is None:
         console.print("Live tables: not promoted yet.")
     elif result["live_matches_dry_run"]:
         console.print("Live tables: this user's rows are identical to the dry run.")
     else:
         console.print("Live tables: this user's rows DIFFER from the dry run (promote again, or see --json).")
+
+
+def _shortened_object(row: dict) -> str:
+    """A row as one line of JSON, each long value shortened (formats.shortened): not JSON any more when
+    one is, but readable; `explain --json` has every value whole."""
+    pairs = (f"{to_json(key)}: {shortened(to_json(value, indent=None))}" for key, value in row.items())
+    return "{" + ", ".join(pairs) + "}"

@@ -7,9 +7,7 @@ pushes down to the intermediate tables' user_id indexes.
 
 from __future__ import annotations
 
-import functools
 import json
-from decimal import Decimal
 
 import psycopg
 from psycopg import sql
@@ -19,6 +17,7 @@ from psycopg.types.json import set_json_loads
 from orchestrator import db, live
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.formats import json_loads, shown_repr
 
 
 def _rows(pg: psycopg.Connection, query: sql.Composable, params: list) -> list[dict]:
@@ -30,8 +29,8 @@ def explain(settings: Settings, conn: ConnInfo, user_id: str) -> dict:
     dry, legacy = settings.dry_run_schema, settings.legacy_schema
     with db.connect(conn) as pg:
         pg.read_only = True
-        # JSON numbers keep their text (1.50 stays 1.50)
-        set_json_loads(functools.partial(json.loads, parse_float=Decimal), pg)
+        # JSON numbers keep their text (1.50 stays 1.50), integers of any length included
+        set_json_loads(json_loads, pg)
         if not db.table_exists(pg, dry, "profile"):
             raise OrchestratorError(f"there is no dry run in schema {dry}: run `orchestrator dry-run` first")
         user = _rows(
@@ -54,7 +53,9 @@ def explain(settings: Settings, conn: ConnInfo, user_id: str) -> dict:
                 if dangling
                 else ""
             )
-            raise CheckFailed(f'{user_id!r} is not a legacy user (no "User"."id" matches it byte for byte){hint}')
+            raise CheckFailed(
+                f'{shown_repr(user_id)} is not a legacy user (no "User"."id" matches it byte for byte){hint}'
+            )
         context_profiles = _rows(
             pg,
             sql.SQL(

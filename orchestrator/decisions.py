@@ -12,7 +12,7 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -21,12 +21,11 @@ from orchestrator import db, decision_store, locks, metadata
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.files import private_file
-from orchestrator.formats import plural
+from orchestrator.formats import json_loads, plural, shortened, shown_repr
 
 HEADER = ("user_id", "context_type", "field", "values", "chosen", "decision", "note")
 TEMPLATE_FILE = "decisions_template.csv"  # beside the HTML report, and `decisions template`'s default name
 MAX_POSITION = 2**31 - 1
-SHOWN_VALUES = 200  # characters of a conflict's values shown in a refusal
 
 
 @dataclasses.dataclass
@@ -56,6 +55,19 @@ def _no_dry_run(settings: Settings) -> OrchestratorError:
         f"there is no dry run in schema {settings.dry_run_schema}, so no conflict to decide: run "
         f"`orchestrator dry-run` first"
     )
+
+
+def allow_csv_fields_of_any_size() -> None:
+    """Let Python's csv reader take a field of any size: by default it refuses one over 131,072 characters,
+    and a conflict's values can be as long as PostgreSQL holds (a text up to 1 GB). The limit is a C long:
+    where that is 32 bits it stays at 2**31 - 1 characters, and a longer field is refused naming it."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:
+            limit //= 2
 
 
 # -- the template -------------------------------------------------------------------------------------
@@ -100,6 +112,7 @@ def template(
 def filled_in(path: Path) -> int:
     """How many rows of the decision template at ``path`` have a decision or a note (0: no such file, or
     not a template): a template a reviewer is filling in is never replaced."""
+    allow_csv_fields_of_any_size()
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             return sum(
@@ -182,6 +195,7 @@ def _parse(path: Path, content: bytes) -> tuple[list[dict], list[tuple[int, str]
         raise OrchestratorError(
             f"{path} is not UTF-8 text (byte {exc.start}): save it as CSV in UTF-8, nothing was imported"
         ) from None
+    allow_csv_fields_of_any_size()
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     expected = ",".join(HEADER)
     try:
@@ -195,8 +209,8 @@ def _parse(path: Path, content: bytes) -> tuple[list[dict], list[tuple[int, str]
         )
     if [name.strip() for name in header] != list(HEADER):
         raise OrchestratorError(
-            f"{path} has the header {','.join(header)!r}, not the decision template's {expected!r}: start from "
-            f"`orchestrator decisions template`, nothing was imported"
+            f"{path} has the header {shown_repr(','.join(header))}, not the decision template's {expected!r}: "
+            f"start from `orchestrator decisions template`, nothing was imported"
         )
     rows, problems, undecided = [], [], 0
     first_line_of: dict[tuple, list[int]] = {}
@@ -223,9 +237,11 @@ def _parse(path: Path, content: bytes) -> tuple[list[dict], list[tuple[int, str]
         first_line_of.setdefault(key, []).append(line)
         position = None
         if decision.isascii() and decision.isdigit():
-            position = min(int(decision), MAX_POSITION)
+            # more digits than MAX_POSITION has: out of range (and int() refuses over 4300 digits)
+            digits = decision.lstrip("0")
+            position = MAX_POSITION if len(digits) > len(str(MAX_POSITION)) else min(int(decision), MAX_POSITION)
             if position < 1:
-                problems.append((line, f"position {decision} is out of range: positions start at 1"))
+                problems.append((line, f"position {shortened(decision)} is out of range: positions start at 1"))
                 continue
         rows.append(
             {
@@ -253,25 +269,26 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
     problems = []
     for row, result in zip(rows, checked, strict=True):
         line = row["line"]
-        values = _shown(result["conflict_values"])
+        values = shortened(result["conflict_values"] or "")
         if not result["found"]:
-            where = f"intent {row['context_type']!r}" if row["context_type"] else "shared (Profile)"
+            where = f"intent {shown_repr(row['context_type'])}" if row["context_type"] else "shared (Profile)"
             problems.append(
                 (
                     line,
-                    f"no conflict of user {row['user_id']!r}, {where} field {row['field']!r} in the latest dry run: "
-                    f"check user_id, context_type and field against `orchestrator decisions template`",
+                    f"no conflict of user {shown_repr(row['user_id'])}, {where} field {shown_repr(row['field'])} in "
+                    f"the latest dry run: check user_id, context_type and field against `orchestrator decisions "
+                    f"template`",
                 )
             )
         elif row["position"] is not None:
             if result["listed_malformed"]:
-                problems.append((line, f"the values cell is not JSON: {row['listed_values'][:80]!r}"))
+                problems.append((line, f"the values cell is not JSON: {shown_repr(row['listed_values'])}"))
             elif not result["listed_match"]:
                 problems.append(
                     (
                         line,
                         f"its values cell differs from the latest dry run's {values}, so position "
-                        f"{row['decision']} may name another value: write a new template "
+                        f"{shortened(row['decision'])} may name another value: write a new template "
                         f"(`orchestrator decisions template`)",
                     )
                 )
@@ -279,15 +296,16 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
                 problems.append(
                     (
                         line,
-                        f"position {row['decision']} is out of range: the conflict has {result['value_count']} "
-                        f"values (1 to {result['value_count']})" + _number_hint(row["decision"], result),
+                        f"position {shortened(row['decision'])} is out of range: the conflict has "
+                        f"{result['value_count']} values (1 to {result['value_count']})"
+                        + _number_hint(row["decision"], result),
                     )
                 )
         elif result["malformed"]:
             problems.append(
                 (
                     line,
-                    f"the decision {row['decision'][:80]!r} is neither a position nor JSON: write a value as "
+                    f"the decision {shown_repr(row['decision'])} is neither a position nor JSON: write a value as "
                     f'JSON (a text with its quotes, e.g. "Paris"), or its position (1 to {result["value_count"]})',
                 )
             )
@@ -295,7 +313,7 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
             problems.append(
                 (
                     line,
-                    f"{row['decision'][:80]} is not among the conflict's values {values}: write one of them as "
+                    f"{shortened(row['decision'])} is not among the conflict's values {values}: write one of them as "
                     f"JSON, or its position (1 to {result['value_count']})",
                 )
             )
@@ -304,17 +322,15 @@ def _problems(rows: list[dict], checked: list[dict]) -> list[tuple[int, str]]:
 
 def _number_hint(decision: str, result: dict) -> str:
     """A whole number is a position; say so when the conflict also holds it as a value."""
-    values = json.loads(result["conflict_values"], parse_float=Decimal)
-    if any(type(value) is int and value == int(decision) for value in values):
-        position = next(i for i, value in enumerate(values, 1) if type(value) is int and value == int(decision))
-        return f"; a whole number is a position: to choose the value {decision}, write its position {position}"
+    wanted = Decimal(decision)
+    for position, value in enumerate(json_loads(result["conflict_values"]), 1):
+        integer = type(value) is int or (isinstance(value, Decimal) and value.as_tuple().exponent == 0)
+        if integer and value == wanted:
+            return (
+                f"; a whole number is a position: to choose the value {shortened(decision)}, write its position "
+                f"{position}"
+            )
     return ""
-
-
-def _shown(values: str | None) -> str:
-    if values is None:
-        return ""
-    return values if len(values) <= SHOWN_VALUES else values[:SHOWN_VALUES] + "..."
 
 
 # -- list and clear -------------------------------------------------------------------------------------
@@ -328,7 +344,7 @@ def listing(settings: Settings, conn: ConnInfo, users: list[str] | None = None) 
         rows = decision_store.listing(pg, settings.meta_schema, settings.dry_run_schema, users)
     for row in rows:  # JSON values as the server printed them: numbers keep their text (1.50 stays 1.50)
         for column in ("value", "conflict_values"):
-            row[column] = None if row[column] is None else json.loads(row[column], parse_float=Decimal)
+            row[column] = None if row[column] is None else json_loads(row[column])
     return rows
 
 

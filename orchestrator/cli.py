@@ -474,6 +474,9 @@ def report(
     gate, conflicts by field, unmapped keys by reason and by key, completeness distributions, and
     every conflict and unmapped row. The files hold personal data: keep them private.
 
+    csv and json hold every value whole. md and html cut a value longer than 1,000 characters,
+    saying how long it is, and then write the log as CSV beside them, where it is whole.
+
     \b
     Examples:
       orchestrator report
@@ -503,6 +506,7 @@ def explain(
     """Where every piece of one user's legacy data went: each key's original and normalised value,
     its target field and outcome (chosen, lost a conflict and to what, de-duplicated, absent,
     unmapped and why), then the resulting rows in the dry run and, once promoted, the live tables.
+    A value longer than 200 characters is shown cut, saying how long it is; --json has it whole.
 
     Example: orchestrator explain --user u04
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from decimal import Decimal
 
-from orchestrator.formats import percent
+from orchestrator.formats import CELL_CHARS, length_note, percent, shortened
 
 BUCKETS = [f"{low}-{low + 9}" for low in range(0, 90, 10)] + ["90-100"]
 
@@ -52,7 +52,7 @@ def bar_chart(items: list[tuple[str, int, str | None]], *, title: str, color: st
         row = (
             f'<text x="{label_width - 8}" y="{y + 15}" text-anchor="end">{esc(clip(label, 36))}</text>'
             f'<rect x="{label_width}" y="{y + 3}" width="{max(bar, 1)}" height="{row_height - 6}" fill="{color}">'
-            f"<title>{esc(label)}: {number(value)}</title></rect>"
+            f"<title>{esc(shortened(label, CELL_CHARS))}: {number(value)}</title></rect>"
             f'<text x="{label_width + bar + 6}" y="{y + 15}">{number(value)}</text>'
         )
         parts.append(f'<a href="{esc(link)}">{row}</a>' if link else row)
@@ -154,6 +154,35 @@ def code(value) -> str:
     return "" if value is None else f"<code>{esc(value)}</code>"
 
 
+def long_code(value, length: int | None = None, whole: str = "") -> str:
+    """``code(value)``, or for a value over CELL_CHARS characters its start and how long it is, and
+    ``whole`` (HTML: where the whole value is). ``length``: the whole value's when ``value`` is its start."""
+    if value is None:
+        return ""
+    text = str(value)
+    length = len(text) if length is None else length
+    if length <= CELL_CHARS:
+        return code(text)
+    note = esc(length_note(length)[:-1]) + (f": whole in {whole})" if whole else ")")
+    return f'<code>{esc(text[:CELL_CHARS])}</code><span class="cut">{note}</span>'
+
+
+def file_link(name: str) -> str:
+    """A relative link to a file beside the report."""
+    return f'<a href="{esc(name)}"><code>{esc(name)}</code></a>'
+
+
+def shortened_note(total_shortened: bool, log: str, order: str) -> str:
+    """Above a detail table whose cells were shortened: where every value is whole."""
+    if not total_shortened:
+        return ""
+    return (
+        f'<p class="warn">Values longer than {CELL_CHARS:,} characters are shortened on this page, ending in '
+        f"“… (N characters)”: every value is whole in {file_link(log + '.csv')}, beside this page (the same "
+        f"rows, ordered {esc(order)}; <code>orchestrator report --format csv</code> writes it too).</p>"
+    )
+
+
 def link(anchor: str, first_row, shown: int, text: str) -> str:
     """A link to a detail row, or to the detail table when that row is past the cap."""
     target = f"#{anchor}-{first_row}" if first_row is not None and first_row <= shown else f"#{anchor}s"
@@ -180,7 +209,7 @@ th,td{border:1px solid #e0e3e8;padding:3px 8px;text-align:left;vertical-align:to
 th{background:#f0f2f5;position:sticky;top:38px}td.num,th.num{text-align:right}
 tr:target{background:#fff4c2}code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 .pass{color:#2e7d32;font-weight:600}.fail{color:#c62828;font-weight:700}.warn{color:#b26a00}
-.empty{color:#777}.meta{color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px 24px}
+.empty{color:#777}.cut{color:#777;font-style:italic}.meta{color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px 24px}
 .grid figure{margin:0}figcaption{font-weight:600}.big{font-size:18px}
 svg.chart{display:block;max-width:100%;height:auto;font:12px system-ui,sans-serif}
 svg .small{font-size:11px;fill:#444}svg a:hover rect{opacity:.75}

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from orchestrator import gates
 from orchestrator.config import Settings
-from orchestrator.formats import percent, summary_value
+from orchestrator.formats import CELL_CHARS, percent, shortened, summary_value
 from orchestrator.html_parts import (
     BUCKETS,
     COLORS,
@@ -23,15 +23,20 @@ from orchestrator.html_parts import (
     capped,
     code,
     esc,
+    file_link,
     histogram,
     link,
+    long_code,
     number,
     rate_gauge,
+    shortened_note,
     table,
     verdict,
 )
 
 REPORT_FILE = "migration_report.html"
+CONFLICTS_CSV = "migration_conflicts.csv"  # beside the page when it shortened a conflict's cell (reports.py)
+UNMAPPED_CSV = "migration_unmapped_fields.csv"  # likewise for the unmapped log
 TOP_KEYS = 30  # bars in the "unmapped by key" chart (the table below it lists every key)
 SHARED = "shared (Profile)"  # how a conflict of a shared field (context type NULL) is named
 
@@ -150,6 +155,16 @@ def _conflict_rate_section(data: dict) -> str:
     )
 
 
+# where a shortened cell's whole value is: the log as CSV beside the page (written with it, reports.py)
+CONFLICT_CSV_ORDER = "by user_id, context_type and field"
+UNMAPPED_CSV_ORDER = "by legacy_profile_id and key"
+DECISIONS_WHOLE = "<code>orchestrator decisions list --json</code>"
+
+
+def _whole(csv_file: str) -> str:
+    return file_link(csv_file)
+
+
 def _context_name(context_type) -> str:
     return context_type or SHARED
 
@@ -175,7 +190,7 @@ def _conflicts_by_field_section(data: dict) -> str:
             ["field", "context type", "conflicts (users)", "detail"],
             [
                 [
-                    code(row["field"]),
+                    long_code(row["field"], whole=_whole(CONFLICTS_CSV)),
                     esc(_context_name(row["context_type"])),
                     esc(number(row["conflicts"])),
                     link("conflict", row["first_row"], shown, "first row ↓"),
@@ -219,13 +234,13 @@ def _decisions_section(data: dict) -> str:
                     '<span class="pass">applied</span>'
                     if row["status"] == "applied"
                     else f'<span class="fail">stale</span> ({esc(row["stale_reason"])})',
-                    code(row["user_id"]),
+                    long_code(row["user_id"], whole=DECISIONS_WHOLE),
                     esc(_context_name(row["context_type"])),
-                    code(row["field"]),
-                    code(row["decided_value"]),
+                    long_code(row["field"], whole=DECISIONS_WHOLE),
+                    long_code(row["decided_value"], row["decided_value_length"], DECISIONS_WHOLE),
                     esc(row["reviewer"]),
                     esc(row["decided_at"].strftime("%Y-%m-%d %H:%M:%S %Z")),
-                    esc(row["note"] or ""),
+                    esc(shortened(row["note"] or "", CELL_CHARS)),
                 ]
                 for row in rows
             ],
@@ -275,7 +290,7 @@ def _unmapped_summary_section(data: dict) -> str:
             ["key", "occurrences", "reasons", "detail"],
             [
                 [
-                    code(key_label(row["key"])),
+                    long_code(key_label(row["key"]), whole=_whole(UNMAPPED_CSV)),
                     esc(number(row["occurrences"])),
                     esc(row["reasons"]),
                     link("unmapped", row["first_row"], shown, "first row ↓"),
@@ -321,16 +336,17 @@ def _conflicts_section(data: dict) -> str:
     return (
         '<section id="conflicts"><h2>Every conflict</h2>'
         + capped(data["totals"]["conflicts"], len(rows), "conflicts")
+        + shortened_note(CONFLICTS_CSV[:-4] in data["shortened_logs"], CONFLICTS_CSV[:-4], CONFLICT_CSV_ORDER)
         + table(
             ["#", "user_id", "context_type", "field", "values (in order of first appearance)", "chosen", "chosen by"],
             [
                 [
                     esc(row["row_number"]),
-                    code(row["user_id"]),
+                    long_code(row["user_id"], whole=_whole(CONFLICTS_CSV)),
                     esc(_context_name(row["context_type"])),
-                    code(row["field"]),
-                    code(row["values"]),
-                    code(row["chosen"]),
+                    long_code(row["field"], whole=_whole(CONFLICTS_CSV)),
+                    long_code(row["values"], row["values_length"], _whole(CONFLICTS_CSV)),
+                    long_code(row["chosen"], row["chosen_length"], _whole(CONFLICTS_CSV)),
                     "reviewer" if row["decided_by"] == "reviewer" else "first value",
                 ]
                 for row in rows
@@ -347,17 +363,20 @@ def _unmapped_section(data: dict) -> str:
     return (
         '<section id="unmappeds"><h2>Every unmapped key</h2>'
         + capped(data["totals"]["unmapped"], len(rows), "unmapped rows")
+        + shortened_note(UNMAPPED_CSV[:-4] in data["shortened_logs"], UNMAPPED_CSV[:-4], UNMAPPED_CSV_ORDER)
         + table(
             ["#", "user_id", "context_type", "context_profile_id", "legacy_profile_id", "key", "value", "reason"],
             [
                 [
                     esc(row["row_number"]),
-                    code(row["user_id"]),
+                    long_code(row["user_id"], whole=_whole(UNMAPPED_CSV)),
                     esc(row["context_type"] or ""),
-                    code(row["context_profile_id"]),
-                    code(row["legacy_profile_id"]),
-                    code(row["key"]) if row["key"] is not None else '<span class="empty">(not an object)</span>',
-                    code(row["value"]),
+                    long_code(row["context_profile_id"], whole=_whole(UNMAPPED_CSV)),
+                    long_code(row["legacy_profile_id"], whole=_whole(UNMAPPED_CSV)),
+                    long_code(row["key"], whole=_whole(UNMAPPED_CSV))
+                    if row["key"] is not None
+                    else '<span class="empty">(not an object)</span>',
+                    long_code(row["value"], row["value_length"], _whole(UNMAPPED_CSV)),
                     code(row["reason"]),
                 ]
                 for row in rows

@@ -6,8 +6,10 @@ Every file is new and private (mode 0600): the reports hold personal data.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject
 from orchestrator.errors import OrchestratorError
 from orchestrator.files import private_file
-from orchestrator.formats import summary_value
+from orchestrator.formats import CELL_CHARS, shortened, summary_value
 
 FORMATS = ("md", "csv", "json", "html")
 DETAIL_ROWS = 10_000  # html: per detail table; the csv/json reports always hold every row
@@ -80,51 +82,57 @@ def _write(
     if fmt not in FORMATS:
         raise OrchestratorError(f"unknown report format {fmt!r}: use {', '.join(FORMATS)}")
     if fmt == "html":
-        page = report_html.render(
-            read_html(settings, conn, max_conflict_rate=max_conflict_rate, detail_rows=detail_rows)
-        )
+        data = read_html(settings, conn, max_conflict_rate=max_conflict_rate, detail_rows=detail_rows)
+        page = report_html.render(data)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / report_html.REPORT_FILE
         with private_file(path) as handle:
             handle.write(page)
+        # the logs whose cells the page shortened, whole, beside it (the page links to them)
+        written = [path, *_whole_logs(settings, conn, out_dir, data["shortened_logs"])]
         # one click from the report (a relative link): every conflict, ready for reviewers to decide
         if decisions.filled_in(out_dir / decisions.TEMPLATE_FILE):
-            return [path]
+            return written
         template = decisions.template(settings, conn, out_dir / decisions.TEMPLATE_FILE)
-        return [path, template.path]
+        return [*written, template.path]
+    schema = settings.dry_run_schema
     with db.connect(conn) as pg:
-        _require_tables(pg, settings.dry_run_schema, ("migration_summary", *LOGS))
+        _require_tables(pg, schema, ("migration_summary", *LOGS))
         state = _state(pg, settings, conn, max_conflict_rate, with_gates=fmt == "md")
-        logs = {name: _log(pg, settings.dry_run_schema, name, fmt) for name in LOGS}
-    summary = _summary_rows(state["summary"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "md":
-        path = out_dir / "migration_report.md"
-        with private_file(path) as handle:
-            handle.write("# Migration report\n\n" + _md_status(settings, state) + "\n")
-            for name, (columns, rows) in {"migration_summary": summary, **logs}.items():
-                handle.write(f"\n## {name} ({len(rows)} rows)\n\n| " + " | ".join(columns) + " |\n|")
-                handle.write("---|" * len(columns) + "\n")
-                for row in rows:
-                    handle.write("| " + " | ".join(_md_cell(v) for v in row) + " |\n")
-        return [path]
-    written = []
-    for name, content in {"migration_summary": summary, **logs}.items():
-        path = out_dir / f"{name}.{fmt}"
-        with private_file(path) as handle:
-            if fmt == "csv":
-                columns, rows = content
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(columns)
-                writer.writerows([_csv_cell(v) for v in row] for row in rows)
-            elif name == "migration_summary":
-                columns, rows = content
-                handle.write(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=_json_number))
-                handle.write("\n")
-            else:
-                handle.write(content + "\n")
-        written.append(path)
-    return written
+        summary = _summary_rows(state["summary"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if fmt == "md":
+            path = out_dir / "migration_report.md"
+            shortened_logs = []
+            with private_file(path) as handle:
+                handle.write("# Migration report\n\n" + _md_status(settings, state) + "\n")
+                _md_table(handle, "migration_summary", *summary, len(summary[1]))
+                for name in LOGS:
+                    count = pg.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name)))
+                    with _log_rows(pg, schema, name) as (columns, rows):
+                        if _md_table(handle, name, columns, rows, count.fetchone()[0]):
+                            shortened_logs.append(name)
+            return [path, *_whole_logs_in(pg, schema, out_dir, shortened_logs)]
+        written = []
+        for name in ("migration_summary", *LOGS):
+            path = out_dir / f"{name}.{fmt}"
+            with private_file(path) as handle:
+                if name == "migration_summary" and fmt == "csv":
+                    _write_csv(handle, *summary)
+                elif name == "migration_summary":
+                    columns, rows = summary
+                    handle.write(
+                        json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=_json_number)
+                    )
+                    handle.write("\n")
+                else:
+                    with _log_rows(pg, schema, name) as (columns, rows):
+                        if fmt == "csv":
+                            _write_csv(handle, columns, rows)
+                        else:
+                            _write_json_log(handle, name, columns, rows)
+            written.append(path)
+        return written
 
 
 LOGS = ("migration_conflicts", "migration_unmapped_fields")
@@ -136,25 +144,63 @@ def _require_tables(pg: psycopg.Connection, schema: str, names) -> None:
             raise OrchestratorError(f"the dry-run table {schema}.{name} does not exist: run `orchestrator dry-run`")
 
 
-def _log(pg: psycopg.Connection, schema: str, name: str, fmt: str):
-    """One log table in a stable order: (columns, rows), or for json the server's JSON text (jsonb values
-    nest as they are and numbers keep their text)."""
+LOG_BATCH_ROWS = 50  # rows a log's cursor fetches at a time: a row can hold values of any size
+
+
+@contextlib.contextmanager
+def _log_rows(pg: psycopg.Connection, schema: str, name: str) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """One log table in a stable order, jsonb values as the server prints them (numbers keep their text):
+    (columns, rows), the rows read through a server-side cursor, a batch at a time, so a log of any size
+    is written without holding it in memory (and no value or log is bound by a size but PostgreSQL's own)."""
     columns, order = REPORT_QUERIES[name]
     query = sql.SQL("select {} from {} order by {}").format(
         sql.SQL(columns), sql.Identifier(schema, name), sql.SQL(order)
     )
-    if fmt == "json":
-        json_columns = sql.SQL(", ").join(
-            sql.SQL("{0}::jsonb as {0}").format(sql.Identifier(c)) if is_json else sql.Identifier(c)
-            for c, is_json in _column_names(columns)
+    with pg.cursor(name=f"report_{name}") as cur:
+        cur.itersize = LOG_BATCH_ROWS
+        cur.execute(query)
+        yield [column.name for column in cur.description], iter(cur)
+
+
+def _write_csv(handle, columns: list[str], rows) -> None:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(v) for v in row] for row in rows)
+
+
+def _write_json_log(handle, name: str, columns: list[str], rows) -> None:
+    """A log as a JSON array of objects: jsonb columns are the server's JSON text, verbatim (values nest
+    as they are, numbers keep their text), every other column a JSON string (or null)."""
+    is_json = dict(_column_names(REPORT_QUERIES[name][0]))
+    handle.write("[")
+    for index, row in enumerate(rows):
+        handle.write(",\n " if index else "")
+        fields = (
+            f"{json.dumps(column)}: "
+            + ("null" if value is None else value if is_json[column] else json.dumps(value, ensure_ascii=False))
+            for column, value in zip(columns, row, strict=True)
         )
-        return pg.execute(
-            sql.SQL("select coalesce(json_agg(r), '[]')::text from (select {} from ({}) as t) as r").format(
-                json_columns, query
-            )
-        ).fetchone()[0]
-    cur = pg.execute(query)
-    return [c.name for c in cur.description], cur.fetchall()
+        handle.write("{" + ", ".join(fields) + "}")
+    handle.write("]\n")
+
+
+def _whole_logs(settings: Settings, conn: ConnInfo, out_dir: Path, names: list[str]) -> list[Path]:
+    if not names:
+        return []
+    with db.connect(conn) as pg:
+        return _whole_logs_in(pg, settings.dry_run_schema, out_dir, names)
+
+
+def _whole_logs_in(pg: psycopg.Connection, schema: str, out_dir: Path, names: list[str]) -> list[Path]:
+    """The logs ``names`` as CSV in ``out_dir`` (as `--format csv` writes them): where a Markdown or HTML
+    report that shortened some of their cells says the whole values are."""
+    written = []
+    for name in names:
+        path = out_dir / f"{name}.csv"
+        with private_file(path) as handle, _log_rows(pg, schema, name) as (columns, rows):
+            _write_csv(handle, columns, rows)
+        written.append(path)
+    return written
 
 
 def _summary_rows(summary: gates.Summary) -> tuple[list[str], list[tuple]]:
@@ -256,8 +302,28 @@ def _csv_cell(value) -> str:
     return str(value)
 
 
-def _md_cell(value) -> str:
-    return _csv_cell(value).replace("|", "\\|").replace("\n", " ")
+def _md_cell(value) -> tuple[str, bool]:
+    """A cell of a Markdown table, and whether it was shortened (at CELL_CHARS, saying how long it is)."""
+    text = _csv_cell(value)
+    return shortened(text, CELL_CHARS).replace("|", "\\|").replace("\n", " "), len(text) > CELL_CHARS
+
+
+def _md_table(handle, name: str, columns: list[str], rows, count: int) -> bool:
+    """One table of the Markdown report, its cells shortened at CELL_CHARS; when some were, a line under it
+    says where the whole values are (the log as CSV beside the report). Whether any was shortened."""
+    handle.write(f"\n## {name} ({count} rows)\n\n| " + " | ".join(columns) + " |\n|")
+    handle.write("---|" * len(columns) + "\n")
+    any_shortened = False
+    for row in rows:
+        cells = [_md_cell(v) for v in row]
+        any_shortened = any_shortened or any(cut for _, cut in cells)
+        handle.write("| " + " | ".join(text for text, _ in cells) + " |\n")
+    if any_shortened:
+        handle.write(
+            f'\nValues longer than {CELL_CHARS:,} characters are shortened here, ending in "… (N characters)": '
+            f"every value is whole in [{name}.csv]({name}.csv), beside this report, row for row.\n"
+        )
+    return any_shortened
 
 
 # -- the HTML report's data ---------------------------------------------------------------------------
@@ -277,7 +343,7 @@ def _rows(pg: psycopg.Connection, query: str, schema: str, detail_rows: int | No
         "conflict_order": sql.SQL(CONFLICT_ORDER),
         "unmapped_order": sql.SQL(UNMAPPED_ORDER),
     }
-    cur = pg.execute(sql.SQL(query).format(**names), {"detail_rows": detail_rows})
+    cur = pg.execute(sql.SQL(query).format(**names), {"detail_rows": detail_rows, "cell_chars": CELL_CHARS})
     columns = [column.name for column in cur.description]
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
@@ -296,5 +362,37 @@ def read_html(
         }
         data["totals"] = data["totals"][0]
         data.update(_state(pg, settings, conn, max_conflict_rate, with_gates=True))
-    data.update(settings=settings, detail_rows=detail_rows, decision_template=decisions.TEMPLATE_FILE)
+    data.update(
+        settings=settings,
+        detail_rows=detail_rows,
+        decision_template=decisions.TEMPLATE_FILE,
+        shortened_logs=[name for name, shortened in _shortened_cells(data).items() if shortened],
+    )
     return data
+
+
+# the text cells of the HTML report's tables of each log, and the JSON ones read shortened (with a *_length)
+HTML_CELLS = {
+    "migration_conflicts": {
+        "conflicts": (("user_id", "field"), ("values", "chosen")),
+        "conflicts_by_field": (("field",), ()),
+    },
+    "migration_unmapped_fields": {
+        "unmapped": (("user_id", "context_profile_id", "legacy_profile_id", "key"), ("value",)),
+        "unmapped_by_key": (("key",), ()),
+    },
+}
+
+
+def _shortened_cells(data: dict) -> dict[str, bool]:
+    """Whether the HTML report shortens a cell of each log's tables (a value over CELL_CHARS characters):
+    the log is then written whole as CSV beside it."""
+    return {
+        log: any(
+            any(len(row[column] or "") > CELL_CHARS for column in texts)
+            or any((row[f"{column}_length"] or 0) > CELL_CHARS for column in jsons)
+            for table, (texts, jsons) in tables.items()
+            for row in data[table]
+        )
+        for log, tables in HTML_CELLS.items()
+    }

@@ -2,7 +2,9 @@
 -- by PostgreSQL from the dry-run tables; Python only lays out the (small) aggregated rows and the
 -- capped detail rows. Split into named sections ("-- name: ..."); report_html.py fills
 -- {conflicts}, {unmapped}, {decisions}, {profile} and {context_intent} with quoted identifiers and
--- {conflict_order} / {unmapped_order} with the detail tables' order, and binds %(detail_rows)s.
+-- {conflict_order} / {unmapped_order} with the detail tables' order, and binds %(detail_rows)s and
+-- %(cell_chars)s: a detail row's JSON values are read shortened to that many characters, with their
+-- whole length (the page shows their start and how long they are; the CSV logs hold them whole).
 
 -- name: conflicts_by_field
 with numbered as (
@@ -16,17 +18,23 @@ order by conflicts desc, field collate "C", context_type collate "C" nulls first
 
 -- name: conflicts
 select
-    row_number() over (order by {conflict_order}) as row_number,
-    user_id, context_type, field, "values"::text as "values", chosen::text as chosen, decided_by
-from {conflicts}
-order by row_number
-limit %(detail_rows)s;
+    shown.row_number, shown.user_id, shown.context_type, shown.field, shown.decided_by,
+    left(shown."values"::text, %(cell_chars)s) as "values", length(shown."values"::text) as values_length,
+    left(shown.chosen::text, %(cell_chars)s) as chosen, length(shown.chosen::text) as chosen_length
+from (
+    select row_number() over (order by {conflict_order}) as row_number, user_id, context_type, field, "values",
+        chosen, decided_by
+    from {conflicts}
+    order by row_number
+    limit %(detail_rows)s
+) as shown
+order by shown.row_number;
 
 -- name: decisions
 -- the reviewers' decisions the dry run read: applied ones (which conflict, who, when, why), then stale ones
 select
-    user_id, context_type, field, decided_value::text as decided_value, reviewer, decided_at, note, status,
-    stale_reason
+    user_id, context_type, field, left(decided_value::text, %(cell_chars)s) as decided_value,
+    length(decided_value::text) as decided_value_length, reviewer, decided_at, note, status, stale_reason
 from {decisions}
 order by status, field collate "C", context_type collate "C" nulls first, user_id collate "C"
 limit %(detail_rows)s;
@@ -58,11 +66,17 @@ limit %(detail_rows)s;
 
 -- name: unmapped
 select
-    row_number() over (order by {unmapped_order}) as row_number,
-    user_id, context_type, context_profile_id, legacy_profile_id, key, value::text as value, reason
-from {unmapped}
-order by row_number
-limit %(detail_rows)s;
+    shown.row_number, shown.user_id, shown.context_type, shown.context_profile_id, shown.legacy_profile_id,
+    shown.key, left(shown.value::text, %(cell_chars)s) as value, length(shown.value::text) as value_length,
+    shown.reason
+from (
+    select row_number() over (order by {unmapped_order}) as row_number, user_id, context_type,
+        context_profile_id, legacy_profile_id, key, value, reason
+    from {unmapped}
+    order by row_number
+    limit %(detail_rows)s
+) as shown
+order by shown.row_number;
 
 -- name: totals
 select

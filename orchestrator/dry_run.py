@@ -191,6 +191,7 @@ def _recorded(
     )
     result = build()
     after = taken.fingerprint if partial else fingerprint.legacy_fingerprint(pg, settings.legacy_schema)
+    summary = gates.read_summary(pg, run.dry_run_schema)
     status, error_failures, message = _verdict(result)
     warn_failures = sum(1 for node in result.nodes if node.status == "warn")
     if db.schema_exists(pg, run.dry_run_schema):
@@ -209,11 +210,12 @@ def _recorded(
         error_failures=error_failures,
         warn_failures=warn_failures,
         message=message,
+        users=summary.value("users"),
     )
     record = metadata.latest_dry_run(
         pg, settings.meta_schema, dry_run_schema=run.dry_run_schema, legacy_schema=settings.legacy_schema
     )
-    return DryRunOutcome(dbt=result, record=record, summary=gates.read_summary(pg, run.dry_run_schema))
+    return DryRunOutcome(dbt=result, record=record, summary=summary)
 
 
 def _verdict(result: DbtResult) -> tuple[str, int, str | None]:
@@ -306,6 +308,7 @@ def catch_up(
             )
             spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
             changes.update(pg, settings.meta_schema, "dry_run", taken.reads, changed)
+            metadata.record_state_rebuilt(pg, settings.meta_schema, record_id, changed.users, changed.profiles)
         # killed from here on, the state is recorded `started` with its rows in place: the next catch-up
         # or sync round takes it from there
         fault_point("catch-up:after-splice")

@@ -50,6 +50,11 @@ def promote_lock(conn: ConnInfo, what: str, lock_timeout: str | None = None) -> 
                 f"could not lock a table within {lock_timeout} (application traffic holds it); nothing was "
                 f"changed: retry later or raise --lock-timeout"
             ) from None
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            raise Busy(
+                f"the application's traffic interfered ({' '.join(str(exc).split())[:200]}); nothing was changed: "
+                f"retry (sync --follow does, next round)"
+            ) from None
         finally:
             with contextlib.suppress(psycopg.Error):
                 pg.execute("select pg_advisory_unlock(%s)", [LOCK_KEY])

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from orchestrator import db
 
 # Bump when metadata.sql changes: the schema's comment records the version its tables are at.
-METADATA_VERSION = "orchestrator metadata 7"
+METADATA_VERSION = "orchestrator metadata 8"
 
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
@@ -430,3 +430,29 @@ def written_users(pg, meta_schema: str, run: dict) -> sql.Identifier:
         [run["run_id"], not_written],
     )
     return table
+
+
+def record_state_rebuilt(pg, meta_schema: str, dry_run_id: str, users: list[str], profiles: list[str]) -> None:
+    """Keep the owners catch-up state ``dry_run_id`` rebuilt (in the transaction of its splice)."""
+    with pg.cursor().copy(
+        sql.SQL("copy {} (dry_run_id, owner_kind, owner_id) from stdin").format(
+            _table(meta_schema, "dry_run_rebuilt_owners")
+        )
+    ) as copy:
+        for kind, ids in (("user", users), ("profile", profiles)):
+            for owner_id in dict.fromkeys(ids):
+                copy.write_row([dry_run_id, kind, owner_id])
+
+
+def rebuilt_since(pg, meta_schema: str, root_dry_run_id: str) -> tuple[list[str], list[str]]:
+    """Every owner (user ids, orphan Profile ids) rebuilt by a catch-up state descending from the reviewed
+    dry run ``root_dry_run_id``, across attempts, in id order."""
+    rows = pg.execute(
+        sql.SQL(
+            "select o.owner_kind, o.owner_id from {} as o join {} as d on d.dry_run_id = o.dry_run_id"
+            " where d.root_dry_run_id = %s group by o.owner_kind, o.owner_id"
+            ' order by o.owner_kind, o.owner_id collate "C"'
+        ).format(_table(meta_schema, "dry_run_rebuilt_owners"), _table(meta_schema, "dry_runs")),
+        [root_dry_run_id],
+    ).fetchall()
+    return [o for kind, o in rows if kind == "user"], [o for kind, o in rows if kind == "profile"]

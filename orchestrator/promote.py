@@ -146,7 +146,7 @@ def promote(
             lock_timeout=lock_timeout,
             legacy_check=caught_up is None,
             reads=reads,
-            rebuilt=caught_up.changed if caught_up is not None else None,
+            rebuilt=caught_up.rebuilt if caught_up is not None else None,
             hold_back=held_back or [],
         )
         return PromoteResult(
@@ -165,34 +165,38 @@ def promote(
 
 @dataclasses.dataclass
 class CaughtUp:
-    """A catch-up before a promote: how many users the reviewed dry run held, what was rebuilt since."""
+    """A catch-up before a promote: the dry run the reviewer read, how many users it held, what this
+    catch-up rebuilt, and every owner rebuilt since that review (across refused or killed attempts)."""
 
-    reviewed: dict  # the dry-run state that was caught up
+    reviewed: dict  # the full dry run the reviewer read (the root of the state caught up)
     reviewed_users: int
-    changed: changes.Changes
+    changed: changes.Changes  # what this catch-up rebuilt
     outcome: DryRunOutcome | None  # None: nothing had changed, nothing was rebuilt
+    rebuilt: changes.Changes  # every owner rebuilt since the review, this catch-up's included
 
     def describe(self) -> str:
         if not self.changed:
             return (
-                f"caught up: nothing changed since dry run {self.reviewed['dry_run_id']} read the legacy data "
-                f"(its reads of each user compared with the data now; writes after that are for `orchestrator sync`)"
+                f"caught up: nothing changed since dry run {self.reviewed['dry_run_id']} (as last caught up) read "
+                f"the legacy data (its reads of each user compared with the data now; writes after that are for "
+                f"`orchestrator sync`)"
             )
         return (
             f"caught up: dry run {self.reviewed['dry_run_id']} reviewed {self.reviewed_users} users; "
-            f"{self.changed.describe()} changed since were rebuilt from the legacy data as it is now "
-            f"(writes after that are for `orchestrator sync`)"
+            f"{self.rebuilt.describe()} changed since were rebuilt from the legacy data "
+            f"({self.changed.describe()} by this catch-up; writes after it are for `orchestrator sync`)"
         )
 
     def audit(self) -> dict:
-        return {"reviewed_users": self.reviewed_users, "rebuilt_users": len(self.changed.users)}
+        return {"reviewed_users": self.reviewed_users, "rebuilt_users": len(self.rebuilt.users)}
 
     def as_dict(self) -> dict:
         return {
             "reviewed_dry_run_id": self.reviewed["dry_run_id"],
             "reviewed_users": self.reviewed_users,
-            "rebuilt_users": len(self.changed.users),
-            "rebuilt_orphan_profiles": len(self.changed.profiles),
+            "rebuilt_users": len(self.rebuilt.users),
+            "rebuilt_orphan_profiles": len(self.rebuilt.profiles),
+            "rebuilt_now_users": len(self.changed.users),
         }
 
 
@@ -210,17 +214,20 @@ def _catch_up(
             f"version of the orchestrator), so the users changed since cannot be told: run `orchestrator dry-run` "
             f"again; nothing was changed"
         )
-    reviewed_users = gates.read_summary(pg, settings.dry_run_schema).value("users")
+    reviewed = metadata.dry_run(pg, settings.meta_schema, metadata.root_of(state)) or state
+    reviewed_users = reviewed.get("users")
+    if reviewed_users is None:  # recorded before the metadata kept it: the state's own count
+        reviewed_users = gates.read_summary(pg, settings.dry_run_schema).value("users")
+    outcome = None
     # under the dry-run lock from the snapshot to the splice: the copy of the legacy rows is the state's
     with locks.dry_run_lock(pg):
         taken = snapshot.take_changed(pg, settings, ("dry_run",), with_fingerprint=True)
-        changed = taken.changed
-        if not changed:
-            return CaughtUp(state, int(reviewed_users or 0), changed, None)
-        outcome = dry_running.catch_up(
-            settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
-        )
-    return CaughtUp(state, int(reviewed_users or 0), changed, outcome)
+        if taken.changed:
+            outcome = dry_running.catch_up(
+                settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
+            )
+    users, profiles = metadata.rebuilt_since(pg, settings.meta_schema, reviewed["dry_run_id"])
+    return CaughtUp(reviewed, int(reviewed_users or 0), taken.changed, outcome, changes.Changes(users, profiles))
 
 
 def _models_now(parse) -> str:

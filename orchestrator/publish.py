@@ -46,6 +46,9 @@ def refuse_failed_gates(pg, settings: Settings, checked: list[gates.Gate], audit
         )
 
 
+# what concurrent application transactions can make a run's transaction fail with: the run is then Busy,
+# and the next round (or a retry) does it again
+TRAFFIC_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
 # a foreign-key race (a user deleted between the check for deleted users and the write) retried this often
 FOREIGN_KEY_ATTEMPTS = 3
 
@@ -263,6 +266,11 @@ def record_outcome_and_reraise(
         raise Busy(
             f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "
             f"retry later or raise --lock-timeout"
+        ) from None
+    if isinstance(exc, TRAFFIC_ERRORS):
+        raise Busy(
+            f"the application's traffic interfered with writing {what} ({_one_line(exc)}); nothing was changed: "
+            f"retry (sync --follow does, next round)"
         ) from None
     raise exc
 

@@ -31,6 +31,16 @@ alter table dry_runs add column if not exists parent_dry_run_id text;
 alter table dry_runs add column if not exists root_dry_run_id text;
 -- the hash batches of users its per-user models were built in (orchestrator dry-run --batches)
 alter table dry_runs add column if not exists batches integer;
+-- a full dry run: the users its summary counts (what a catch-up's audit says the reviewer read)
+alter table dry_runs add column if not exists users bigint;
+-- a catch-up state: the owners it rebuilt (a promote --catch-up's audit names every owner rebuilt since the
+-- reviewed dry run, across refused or killed attempts)
+create table if not exists dry_run_rebuilt_owners (
+    dry_run_id text not null,
+    owner_kind text not null,
+    owner_id   text not null,
+    primary key (dry_run_id, owner_kind, owner_id)
+);
 
 create table if not exists runs (
     run_id             text primary key,

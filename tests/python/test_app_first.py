@@ -226,3 +226,25 @@ def test_an_application_write_between_the_drift_check_and_the_write_is_never_ove
     assert round_.skipped == ["u02"]
     location = query(conn, sql.SQL("""select location from {} where "userId" = 'u02'""").format(_legacy("UserProfile")))
     assert location == [("the app",)]
+
+
+def test_the_audit_after_a_refused_catch_up_names_the_review_and_every_user_rebuilt_since(built):
+    from orchestrator.errors import CheckFailed
+
+    settings, conn = built
+    review = query(conn, sql.SQL("select dry_run_id from {} where scope = 'all'").format(
+        sql.Identifier(settings.meta_schema, "dry_runs")))[0][0]  # fmt: skip
+    blob = sql.SQL("""update {} set data = data || '{{"ageRange": "77-78"}}' where id = %s""").format(
+        _legacy("Profile")
+    )
+    execute(conn, blob, ["p02r"])
+    with pytest.raises(CheckFailed, match="conflict rate"):  # refused after its catch-up was spliced
+        promoting.promote(settings, conn, catch_up=True, max_conflict_rate=0, confirm=no_prompt)
+    execute(conn, blob, ["p03r"])
+    result = promoting.promote(settings, conn, catch_up=True, max_conflict_rate=EVERYTHING, confirm=no_prompt)
+    caught = result.caught_up.as_dict()
+    # before: the refused attempt's state was "reviewed", and u02, rebuilt by it, was left out
+    assert caught["reviewed_dry_run_id"] == review and caught["reviewed_users"] == 13
+    assert result.caught_up.changed.users == ["u03"] and result.caught_up.rebuilt.users == ["u02", "u03"]
+    assert caught["rebuilt_users"] == 2
+    assert differences(conn, settings, dry_run_too=True, threshold=EVERYTHING) == []

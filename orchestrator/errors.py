@@ -12,6 +12,14 @@ class Busy(OrchestratorError):
     Nothing was changed; the same command can simply be retried (`sync --follow` does)."""
 
 
+class Traffic(Busy):
+    """Ran, and the application's traffic held a lock it needed or raced its write (a lock wait past its
+    timeout, a deadlock, a user deleted or a row written meanwhile): nothing was changed (exit 1, like a
+    refused gate: the application never makes a run fail). The next round, or a retry, does it again."""
+
+    exit_code = 1
+
+
 class CheckFailed(OrchestratorError):
     """Ran, and a gate or check failed; nothing was changed (exit 1)."""
 

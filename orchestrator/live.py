@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator import db
-from orchestrator.errors import Busy, OrchestratorError
+from orchestrator.errors import OrchestratorError, Traffic
 from orchestrator.faults import fault_point
 
 # dry-run mart -> live table
@@ -195,7 +195,7 @@ def _foreign_keys(pg: psycopg.Connection, live_schema: str) -> dict[str, dict]:
 
 def _with_key_lock(pg: psycopg.Connection, what: str, work) -> None:
     """``work()`` in a short transaction of its own, under KEY_LOCK_TIMEOUT, tried again while the
-    application's traffic holds the lock it needs; Busy after KEY_LOCK_ATTEMPTS."""
+    application's traffic holds the lock it needs; errors.Traffic (exit 1) after KEY_LOCK_ATTEMPTS."""
     for attempt in range(1, KEY_LOCK_ATTEMPTS + 1):
         try:
             with pg.transaction():
@@ -204,7 +204,7 @@ def _with_key_lock(pg: psycopg.Connection, what: str, work) -> None:
             return
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
             if attempt == KEY_LOCK_ATTEMPTS:
-                raise Busy(
+                raise Traffic(
                     f"could not {what}: application traffic held the lock it needs {KEY_LOCK_ATTEMPTS} times for "
                     f"{KEY_LOCK_TIMEOUT}; retry later"
                 ) from None

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from orchestrator import db
 from orchestrator.config import ConnInfo
-from orchestrator.errors import Busy
+from orchestrator.errors import Busy, Traffic
 
 # pg_advisory_lock key: "orchestrator promote" (one promote or rollback at a time, per database)
 LOCK_KEY = 0x6F7263_70726F6D
@@ -46,12 +46,12 @@ def promote_lock(conn: ConnInfo, what: str, lock_timeout: str | None = None) -> 
                 pg.execute(sql.SQL("set lock_timeout = {}").format(sql.Literal(lock_timeout)))
             yield pg
         except psycopg.errors.LockNotAvailable:
-            raise Busy(
+            raise Traffic(
                 f"could not lock a table within {lock_timeout} (application traffic holds it); nothing was "
                 f"changed: retry later or raise --lock-timeout"
             ) from None
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
-            raise Busy(
+            raise Traffic(
                 f"the application's traffic interfered ({' '.join(str(exc).split())[:200]}); nothing was changed: "
                 f"retry (sync --follow does, next round)"
             ) from None

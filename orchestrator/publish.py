@@ -22,7 +22,7 @@ from psycopg import sql
 
 from orchestrator import changes, db, fingerprint, gates, live, metadata
 from orchestrator.config import Settings
-from orchestrator.errors import Busy, CheckFailed, OrchestratorError
+from orchestrator.errors import CheckFailed, OrchestratorError, Traffic
 from orchestrator.faults import fault_point
 from orchestrator.formats import plural
 
@@ -46,8 +46,8 @@ def refuse_failed_gates(pg, settings: Settings, checked: list[gates.Gate], audit
         )
 
 
-# what concurrent application transactions can make a run's transaction fail with: the run is then Busy,
-# and the next round (or a retry) does it again
+# what concurrent application transactions can make a run's transaction fail with: the run is then
+# refused (errors.Traffic), and the next round (or a retry) does it again
 TRAFFIC_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
 # a foreign-key race (a user deleted between the check for deleted users and the write) retried this often
 FOREIGN_KEY_ATTEMPTS = 3
@@ -85,9 +85,9 @@ def publish(
     the live rows that differ are replaced (backed up for rollback), the snapshot refreshed and the live
     reads recorded (``reads``), and the run `committed`. Users deleted from "User" since the dry run's
     snapshot are left out (spec §10: the next round handles them), and a deletion racing the write is
-    checked again; after FOREIGN_KEY_ATTEMPTS the run ends `Busy`, for the next round. ``hold_back``: users
-    not written this time (a stale reviewer decision), the next round's again. ``hand_over`` (a sync round,
-    without ``force``): the scope's users whose live rows the application wrote since our last write (seen
+    checked again; after FOREIGN_KEY_ATTEMPTS the run is refused (errors.Traffic, exit 1), for the next
+    round. ``hold_back``: users not written this time (a stale reviewer decision), the next round's again.
+    ``hand_over`` (a sync round, without ``force``): the scope's users whose live rows the application wrote since our last write (seen
     with their rows locked until the commit) are not written but handed over to it, recorded once
     (spec §10, cutover); without it, such rows refuse the run unless ``force``."""
     present = live.live_tables_present(pg, settings.live_schema)
@@ -258,17 +258,17 @@ def record_outcome_and_reraise(
         status = "refused" if isinstance(exc, CheckFailed) else "failed"
         metadata.finish_run(pg, settings.meta_schema, run_id, status, message=_one_line(exc))
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        raise Busy(
+        raise Traffic(
             f"users were deleted while {what} were written, {FOREIGN_KEY_ATTEMPTS} times over; nothing was changed: "
             f"the next round (or a retry) leaves them out"
         ) from None
     if isinstance(exc, psycopg.errors.LockNotAvailable):
-        raise Busy(
+        raise Traffic(
             f"could not lock {what} within {lock_timeout} (application traffic holds them); nothing was changed: "
             f"retry later or raise --lock-timeout"
         ) from None
     if isinstance(exc, TRAFFIC_ERRORS):
-        raise Busy(
+        raise Traffic(
             f"the application's traffic interfered with writing {what} ({_one_line(exc)}); nothing was changed: "
             f"retry (sync --follow does, next round)"
         ) from None

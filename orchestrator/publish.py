@@ -86,10 +86,11 @@ def publish(
     reads recorded (``reads``), and the run `committed`. Users deleted from "User" since the dry run's
     snapshot are left out (spec §10: the next round handles them), and a deletion racing the write is
     checked again; after FOREIGN_KEY_ATTEMPTS the run is refused (errors.Traffic, exit 1), for the next
-    round. ``hold_back``: users not written this time (a stale reviewer decision), the next round's again.
-    ``hand_over`` (a sync round, without ``force``): the scope's users whose live rows the application wrote since our last write (seen
-    with their rows locked until the commit) are not written but handed over to it, recorded once
-    (spec §10, cutover); without it, such rows refuse the run unless ``force``."""
+    round. ``hold_back``: users not written this time (a stale reviewer decision), the next round's
+    again. ``hand_over`` (a sync round, without ``force``): the scope's users whose live rows the
+    application wrote since our last write (seen with their rows locked until the commit) are not
+    written but handed over to it, recorded once (spec §10, cutover); without it, such rows refuse the
+    run unless ``force``."""
     present = live.live_tables_present(pg, settings.live_schema)
     if any(present.values()) and not all(present.values()):
         raise OrchestratorError(

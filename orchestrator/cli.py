@@ -246,6 +246,14 @@ def sync(
         bool,
         typer.Option("--force", help="Overwrite live rows the application changed since our last write."),
     ] = False,
+    end: Annotated[
+        bool,
+        typer.Option(
+            "--end",
+            help="End the cutover: the application owns the live tables; drop the copy of the legacy rows the "
+            "rounds read. Later rounds refuse until a new dry run is promoted.",
+        ),
+    ] = False,
     lock_timeout: LockTimeoutOption = "5s",
     json_output: JsonOption = False,
 ) -> None:
@@ -267,12 +275,27 @@ def sync(
     Examples:
       orchestrator sync --yes
       orchestrator sync --follow --interval 5 --yes
+      orchestrator sync --end --yes
     """
     from orchestrator import sync as syncing
 
     settings, conn = context()
     console.require_terminal_or_yes(yes)
     feedback = console.feedback(json_output)
+    if end:
+        ended = syncing.end_cutover(
+            settings, conn, confirm=lambda action: console.confirm(f"{action[:1].upper()}{action[1:]}?", yes)
+        )
+        if json_output:
+            console.print_json(ended.as_dict())
+        else:
+            console.out.print(
+                f"Cutover ended: the live tables come from run {ended.run_id}; the copy of the legacy rows "
+                f"(schema {ended.dropped_snapshot}) is dropped. `orchestrator sync` now refuses until a new dry run "
+                f"is promoted.",
+                markup=False,
+            )
+        return
     if follow:
         console.confirm(f"Promote every round's changes into schema {settings.live_schema} until stopped?", yes)
         held_back: list[str] = []  # each round's line lists them

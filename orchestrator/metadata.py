@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import uuid
 from decimal import Decimal
@@ -14,7 +15,7 @@ from psycopg.types.json import Jsonb
 from orchestrator import db
 
 # Bump when metadata.sql changes: the schema's comment records the version its tables are at.
-METADATA_VERSION = "orchestrator metadata 8"
+METADATA_VERSION = "orchestrator metadata 9"
 
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:
@@ -456,3 +457,18 @@ def rebuilt_since(pg, meta_schema: str, root_dry_run_id: str) -> tuple[list[str]
         [root_dry_run_id],
     ).fetchall()
     return [o for kind, o in rows if kind == "user"], [o for kind, o in rows if kind == "profile"]
+
+
+def end_cutover(pg, meta_schema: str, run_id: str) -> None:
+    pg.execute(
+        sql.SQL("insert into {} (os_user, run_id) values (%s, %s)").format(_table(meta_schema, "cutover_ends")),
+        [os_user(), run_id],
+    )
+
+
+def cutover_ended(pg, meta_schema: str, since: datetime.datetime) -> datetime.datetime | None:
+    """When a cutover ended after ``since`` (the live tables' promote), if one did."""
+    return pg.execute(
+        sql.SQL("select max(ended_at) from {} where ended_at > %s").format(_table(meta_schema, "cutover_ends")),
+        [since],
+    ).fetchone()[0]

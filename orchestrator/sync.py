@@ -81,6 +81,12 @@ def sync_round(
         metadata.ensure(pg, settings.meta_schema)
         dead = metadata.mark_dead_runs(pg, settings.meta_schema)
         state, in_effect = _state_in_effect(pg, settings)
+        ended = metadata.cutover_ended(pg, settings.meta_schema, in_effect["started_at"])
+        if ended is not None:
+            raise OrchestratorError(
+                f"there is nothing to sync: the cutover ended at {ended:%Y-%m-%d %H:%M:%S} (`sync --end`): the "
+                f"application owns the live tables; to migrate again, run a dry run and promote it"
+            )
         if max_conflict_rate is None:  # the one the live tables' promote (or the last round) used
             recorded = in_effect.get("max_conflict_rate")
             max_conflict_rate = recorded if recorded is not None else gates.threshold_of(settings, state).value
@@ -157,6 +163,30 @@ def sync_round(
         left_out=left_out,
         held_back=held_back,
     )
+
+
+@dataclasses.dataclass
+class CutoverEnd:
+    run_id: str  # the promote or round the live tables come from
+    dropped_snapshot: str  # the schema of the copy of the legacy rows, dropped
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def end_cutover(settings: Settings, conn: ConnInfo, *, confirm: Callable[[str], None]) -> CutoverEnd:
+    """End the cutover (spec §10): the application owns the live tables; no round follows the legacy
+    tables any more (later rounds refuse until a new dry run is promoted), and what the cutover kept for
+    its rounds goes: the copy of the legacy rows (personal data). The live tables, the audit and the
+    rollback backups stay (`cleanup` removes backups)."""
+    with locks.promote_lock(conn, "sync --end") as pg:
+        metadata.ensure(pg, settings.meta_schema)
+        _, in_effect = _state_in_effect(pg, settings)
+        confirm(f"end the cutover of the live tables in schema {settings.live_schema}")
+        with locks.dry_run_lock(pg), pg.transaction():
+            metadata.end_cutover(pg, settings.meta_schema, in_effect["run_id"])
+            snapshot.drop(pg, settings)
+    return CutoverEnd(in_effect["run_id"], settings.snapshot_schema)
 
 
 def _state_in_effect(pg, settings: Settings) -> tuple[dict, dict]:

@@ -98,6 +98,14 @@ create table if not exists handed_over_users (
     primary key (user_id, run_id)
 );
 
+-- `sync --end`: the cutover of the live tables' promote is over (the application owns them); later rounds
+-- refuse until a new dry run is promoted
+create table if not exists cutover_ends (
+    ended_at   timestamptz not null default clock_timestamp(),
+    os_user    text not null,
+    run_id     text not null                                  -- the promote or round the live tables came from
+);
+
 create table if not exists run_scope_users (
     run_id  text not null,
     user_id text not null,

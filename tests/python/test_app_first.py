@@ -22,6 +22,7 @@ from test_live_sync import FIXTURES, differences
 from orchestrator import decision_store, dry_run, fixtures, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
+from orchestrator.errors import OrchestratorError
 
 STRONG = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 
@@ -180,6 +181,14 @@ def test_the_cutover_finishes_once_the_application_writes_its_own_users(promoted
     assert app_row == [("up-app",)]  # never overwritten
     second = sync.sync_round(settings, conn, confirm=no_prompt)
     assert second.run_id is None and second.skipped == []  # before: listed again by every round, exit 1 forever
+    # a command ends the cutover: what it kept for its rounds goes, and later rounds refuse
+    ended = sync.end_cutover(settings, conn, confirm=no_prompt)
+    assert query(conn, "select to_regnamespace(%s)", [ended.dropped_snapshot]) == [(None,)]
+    with pytest.raises(OrchestratorError, match="the cutover ended"):
+        sync.sync_round(settings, conn, confirm=no_prompt)
+    assert app_row == query(
+        conn, sql.SQL("select id from {} where \"userId\" = 'u-app'").format(_legacy("UserProfile"))
+    )
 
 
 def test_one_stale_decision_holds_back_one_user(built, tmp_path):

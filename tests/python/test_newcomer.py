@@ -6,6 +6,7 @@ small things (plurals, help, SIGTERM, a missing schema, a plain word on a dry ru
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -52,54 +53,100 @@ def test_the_setup_command_needs_nothing_but_python_and_the_test_command_install
     assert ".ci/install-extras" in ci and "-m pytest" in ci
 
 
+# what a copy of the checkout for another account leaves out: state, caches and tools of this one
+NOT_COPIED = (".git", ".venv", ".orchestrator", "reports", "target", "logs", "dbt_packages", "node_modules")
+NOT_COPIED += ("generated", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link to a file every account can read (fast, no space), else a copy they can."""
+    mode = os.stat(source).st_mode
+    if mode & 0o004:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed: copy it
+            pass
+    shutil.copy2(source, target)
+    os.chmod(target, mode | 0o044 | (0o011 if mode & 0o100 else 0))
+
+
+def readable_copy(base: Path) -> tuple[Path, Path]:
+    """The checkout and this virtual environment's site-packages, under ``base``, where another account
+    can read them: the checkout may sit in a directory only its owner can enter (a clone under /root,
+    mode 700), and the venv in it. Returns (project, site-packages). The package is imported from the
+    project copy (so it finds its dbt project there), the dependencies from the site-packages copy
+    (hard links where the files are already world-readable); the editable install's hook, which points
+    into the private checkout, is left out."""
+    project, site = base / "project", base / "site-packages"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns(*NOT_COPIED), copy_function=_link_or_copy)
+    venv_site = next(Path(sys.prefix, "lib").glob("python3.*/site-packages"))
+    shutil.copytree(
+        venv_site, site, ignore=shutil.ignore_patterns("__editable__*"), copy_function=_link_or_copy, symlinks=True
+    )
+    for directory in (base, *(path for root in (project, site) for path in root.rglob("*") if path.is_dir())):
+        directory.chmod(directory.stat().st_mode | 0o055)
+    return project, site
+
+
 @pytest.mark.slow  # a whole demo on a server of its own: the same on every PostgreSQL version
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged account needs root")
 def test_the_demo_runs_as_an_unprivileged_user_with_nothing_but_python():
     """As `nobody`, with a PATH of the system's binaries only (no venv, no npm, no Chromium needed), the
-    README's main job runs to its end: the embedded server is that user's own, in its home."""
+    README's main job runs to its end: the embedded server is that user's own, in its home. The account
+    runs a readable copy of the checkout and of the venv's packages (``readable_copy``): wherever the
+    clone lives, even in a directory it cannot enter."""
     account = pwd.getpwnam(os.environ.get("ORCHESTRATOR_PG_OS_USER", "nobody"))
-    # pytest's own temporary folders are its user's alone: the account's home goes where it can reach it
-    home = Path(tempfile.mkdtemp(prefix="newcomer-home-"))
-    os.chown(home, account.pw_uid, account.pw_gid)
-    site = next(Path(sys.prefix, "lib").glob("python3.*/site-packages"))
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
         pytest.skip("no system python3 the unprivileged account can run")
-    bootstrap = f"import site; site.addsitedir({str(site)!r}); from orchestrator.cli import main; main()"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "ORCHESTRATOR_HOME": str(home / ".orchestrator"),
-        "XDG_RUNTIME_DIR": str(home),
-        "LANG": "C.UTF-8",
-    }
-    done = subprocess.run(
-        [python, "-c", bootstrap, "demo", "--out", str(home / "reports")],
-        user=account.pw_uid,
-        group=account.pw_gid,
-        extra_groups=[],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    version = subprocess.run(
+        [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if version != [str(part) for part in sys.version_info[:2]]:
+        pytest.skip(
+            f"the system's {python} is Python {'.'.join(version)}, this venv's packages are built for "
+            f"{sys.version_info[0]}.{sys.version_info[1]}: the unprivileged account cannot import them"
+        )
+    # pytest's own temporary folders are its user's alone: the account's home and the copies go where
+    # it can reach them
+    base = Path(tempfile.mkdtemp(prefix="newcomer-"))
     try:
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "6. Report written to" in done.stdout and "5. Verify: 10/10 checks pass" in done.stdout
-        assert (home / ".orchestrator" / "pg" / "data" / "PG_VERSION").exists()  # its own cluster, as itself
-    finally:
-        subprocess.run(
-            [python, "-c", bootstrap, "db", "destroy", "--yes"],
+        project, site = readable_copy(base)
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, account.pw_uid, account.pw_gid)
+        prelude = f"import site, sys; site.addsitedir({str(site)!r}); sys.path.insert(0, {str(project)!r}); "
+        bootstrap = prelude + "from orchestrator.cli import main; main()"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "ORCHESTRATOR_HOME": str(home / ".orchestrator"),
+            "XDG_RUNTIME_DIR": str(home),
+            "LANG": "C.UTF-8",
+        }
+        account_run = functools.partial(
+            subprocess.run,
             user=account.pw_uid,
             group=account.pw_gid,
             extra_groups=[],
             env=env,
             cwd=home,
             capture_output=True,
-            timeout=120,
+            text=True,
         )
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            where = "from orchestrator import config; print(config.project_dir())"
+            found = account_run([python, "-c", prelude + where], timeout=60)
+            assert found.stdout.strip() == str(project), found.stderr  # the copy, whatever the checkout's folder
+            done = account_run([python, "-c", bootstrap, "demo", "--out", str(home / "reports")], timeout=900)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert "6. Report written to" in done.stdout and "5. Verify: 10/10 checks pass" in done.stdout
+            assert (home / ".orchestrator" / "pg" / "data" / "PG_VERSION").exists()  # its own cluster, as itself
+        finally:
+            account_run([python, "-c", bootstrap, "db", "destroy", "--yes"], timeout=120)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- 3. a damaged server.json -----------------------------------------------------------------------------

@@ -100,6 +100,9 @@ def _write(
         _require_tables(pg, schema, ("migration_summary", *LOGS))
         state = _state(pg, settings, conn, max_conflict_rate, with_gates=fmt == "md")
         summary = _summary_rows(state["summary"])
+        # the logs' row counts and rows: one snapshot
+        pg.rollback()
+        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         out_dir.mkdir(parents=True, exist_ok=True)
         if fmt == "md":
             path = out_dir / "migration_report.md"

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.types.json import set_json_loads
+from test_large_values import essay
 from test_live_sync import differences, execute, invoke
 from test_prisma_ddl import PRISMA_DIR, prisma_url, require_prisma
 
@@ -258,3 +259,19 @@ def test_a_round_never_overwrites_what_the_application_wrote(promoted, app, cli_
     view = assert_prisma_reads_the_live_tables(app, database)
     assert profile_of(view, "u03")["location"] == "Paris"  # the legacy data's side, on purpose
     assert differences(database, settings, dry_run_too=False, threshold=EVERYTHING) == []
+
+
+def test_prisma_reads_values_of_any_size_the_migration_writes(promoted, app):
+    """A 10 MB text and a 1 MB JSON value (issue #27) reach the application whole. Prisma Client reads a
+    value through node-postgres, which cannot make a string of more than 536,870,888 bytes (Node's
+    limit: the process dies with ERR_STRING_TOO_LONG); the migration writes none that long, as every live
+    value comes from a legacy jsonb value, which PostgreSQL keeps under 268,435,455 bytes
+    (docs/prisma.md)."""
+    settings, database = promoted
+    long_text, long_json = essay(10 << 20, "ten megabytes "), {"essay": essay(1 << 20, "one megabyte "), "n": 1.5}
+    legacy_write(database, "p02r", location=long_text, beliefs=long_json)
+    round_ = sync.sync_round(settings, database, confirm=no_prompt)
+    assert round_.changed.users == ["u02"] and round_.skipped == []
+    view = assert_prisma_reads_the_live_tables(app, database)
+    assert profile_of(view, "u02")["location"] == long_text
+    assert profile_of(view, "u02")["beliefs"] == long_json

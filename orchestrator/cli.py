@@ -17,7 +17,7 @@ from orchestrator import __version__, cli_common, cli_data, cli_decisions, conso
 from orchestrator.cli_common import JsonOption, LockTimeoutOption, YesOption, context, handles_errors, rate
 from orchestrator.console import err, out
 from orchestrator.errors import CheckFailed, OrchestratorError
-from orchestrator.formats import plural, shown_repr
+from orchestrator.formats import plural, shortened, shown_repr
 
 APP_HELP = """Migrate legacy context-scoped profiles to a unified Profile + ContextIntent, safely.
 
@@ -335,7 +335,7 @@ def sync(
 
 
 def _ids(users: list[str]) -> str:
-    return ", ".join(users[:10]) + (", ..." if len(users) > 10 else "")
+    return ", ".join(shortened(user) for user in users[:10]) + (", ..." if len(users) > 10 else "")
 
 
 def _held_back_message(users: list[str]) -> str:

@@ -225,7 +225,7 @@ def sync_line_printer(json_output: bool):
         if result.left_out:
             skipped += f", {plural(len(result.left_out), 'user')} deleted meanwhile left for the next round"
         if result.held_back:
-            held = ", ".join(result.held_back[:5]) + (", ..." if len(result.held_back) > 5 else "")
+            held = ", ".join(map(shortened, result.held_back[:5])) + (", ..." if len(result.held_back) > 5 else "")
             skipped += f", {plural(len(result.held_back), 'user')} held back (a stale decision: {held})"
         run = f"sync run {result.run_id}" if result.run_id else "sync (no live row to write)"
         out.print(
@@ -266,7 +266,7 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
         console.print(
             f"Left out {plural(len(result.left_out), 'user')} deleted from the legacy tables after the snapshot "
             f"this promote was built from (their live rows went by the cascade; `orchestrator sync` handles "
-            f"them): {', '.join(result.left_out[:10])}{', ...' if len(result.left_out) > 10 else ''}.",
+            f"them): {', '.join(map(shortened, result.left_out[:10]))}{', ...' if len(result.left_out) > 10 else ''}.",
             markup=False,
         )
     if result.caught_up is not None and not result.caught_up.changed:

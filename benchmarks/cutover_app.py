@@ -22,11 +22,12 @@ the runbook runs with the real CLI in subprocesses, each step timed:
                             rows the application changed), the application still running
     after drop              the application alone again (5 s)
 
-Meanwhile a thread samples pg_locks every ~10 ms: every lock the orchestrator's backends (every backend of
-the database but the simulator's and this script's: the CLI's and dbt's) hold or wait for on "User",
-"ContextProfile", "Profile", "ChatMessage", "UserProfile" and "ContextIntent", each continuous hold from
-first to last seen (so a hold shorter than the sampling period may show as 0 s, or not at all), and every
-lock a simulator statement waited for, with the backends it waited behind.
+Meanwhile a thread samples pg_locks every ~10 ms: every lock the orchestrator's backends hold or wait for
+on "User", "ContextProfile", "Profile", "ChatMessage", "UserProfile" and "ContextIntent" (its backends:
+every client backend and parallel worker of the database but the simulator's and this script's, i.e. the
+CLI's and dbt's; not autovacuum), each continuous hold from first to last seen (so a hold shorter than the
+sampling period may show as 0 s, or not at all), and every lock a simulator statement waited for, with the
+backends it waited behind.
 
 The report, per step: exit code (marked `!` when not the one the runbook expects: 0, or 0/1 where said
 above), seconds, the application's statements (count, errors, max and p99 wait, those over 1 s marked
@@ -81,6 +82,7 @@ TABLES = LEGACY_TABLES + LIVE_TABLES
 SAMPLE_PERIOD = 0.010  # seconds between pg_locks samples
 OWN_APPLICATION = "cutover_app"  # this script's and the simulator's application_name prefix
 HOLDER = "cutover_app simulator hold"
+CLIENT_BACKENDS = ("client backend", "parallel worker")  # the orchestrator's and dbt's (autovacuum is not)
 WAIT_LIMIT = 1.0  # a statement waiting longer blocks the application (issue 24)
 GENERATED = re.compile(r"^orchestrator generate: .*\(users (\d+), seed (\d+)\)$")
 
@@ -232,10 +234,11 @@ def keep_output(args: list[str], output: str, log_file: Path) -> list[str]:
 # -- the lock watcher ---------------------------------------------------------------------------------------
 
 LOCKS = """
-select l.pid, coalesce(a.application_name, ''), l.locktype, l.relation::bigint, c.relname, l.mode, l.granted,
+select l.pid, coalesce(a.application_name, ''), a.backend_type, l.locktype, l.relation::bigint, c.relname,
+       l.mode, l.granted,
        case when not l.granted then array(
-           select coalesce(b.application_name, '') || ' (pid ' || b.pid || ')' from pg_stat_activity as b
-           where b.pid = any(pg_blocking_pids(l.pid))) end
+           select coalesce(nullif(b.application_name, ''), b.backend_type) || ' (pid ' || b.pid || ')'
+           from pg_stat_activity as b where b.pid = any(pg_blocking_pids(l.pid))) end
 from pg_locks as l
 join pg_stat_activity as a on a.pid = l.pid
 left join pg_class as c on c.oid = l.relation
@@ -328,7 +331,9 @@ class LockWatcher:
     def _sample(self, now: float, rows: list[tuple]) -> None:
         self.samples += 1
         seen = set()
-        for pid, application, locktype, oid, relname, mode, granted, blockers in rows:
+        for pid, application, backend_type, locktype, oid, relname, mode, granted, blockers in rows:
+            if backend_type not in CLIENT_BACKENDS:
+                continue  # autovacuum and the like: not the orchestrator (named when the application waits behind them)
             if application.startswith(OWN_APPLICATION):
                 if application.startswith("cutover_app simulator"):
                     holder = application == HOLDER and locktype == "relation"

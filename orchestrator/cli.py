@@ -388,7 +388,7 @@ def rollback(
     else:
         console.rolled_back(result)
     if not result.legacy_unchanged:
-        raise CheckFailed("the legacy tables' fingerprint changed during the rollback: the application wrote to them")
+        raise CheckFailed("the rollback's transaction wrote to a legacy table: it must never; report this as a bug")
 
 
 @app.command()

@@ -221,7 +221,9 @@ def sync_line_printer(json_output: bool):
         changed = f"{plural(len(result.changed.users), 'user')} changed"
         if result.changed.profiles:
             changed += f" (and {plural(len(result.changed.profiles), 'orphan profile')})"
-        skipped = f", {plural(len(result.skipped), 'user')} handed over" if result.skipped else ""
+        skipped = f", {plural(len(result.handed_over), 'user')} handed over" if result.handed_over else ""
+        if result.handed_over and len(result.skipped) < len(result.handed_over):
+            skipped += f" ({len(result.handed_over) - len(result.skipped)} of them the application's own new users)"
         if result.left_out:
             skipped += f", {plural(len(result.left_out), 'user')} deleted meanwhile left for the next round"
         if result.held_back:
@@ -309,7 +311,7 @@ def rolled_back(result, console: Console = out) -> None:
         what += f"; skipped {plural(len(skipped), 'later run')} that changed nothing ({', '.join(skipped)})"
     console.print(f"Rolled back (run {result.run_id}): {what}.", markup=False)
     if result.legacy_unchanged:
-        console.print("Legacy tables verified unchanged (fingerprint of User, ContextProfile, Profile).")
+        console.print("Legacy tables verified unchanged by the rollback: its transaction wrote no row of them.")
 
 
 def _run_name(command: str | None) -> str:

@@ -301,6 +301,21 @@ def lock_live_rows(pg: psycopg.Connection, live_schema: str, scope_table: sql.Co
         )
 
 
+def written_by_us(pg: psycopg.Connection, meta_schema: str, users: list[str]) -> set[str]:
+    """Those of ``users`` whose live rows we wrote (the snapshot of what we last left holds some of theirs)."""
+    if not users:
+        return set()
+    return {
+        row[0]
+        for row in pg.execute(
+            sql.SQL("select distinct user_id from {} where user_id = any(%s)").format(
+                sql.Identifier(meta_schema, "live_snapshot")
+            ),
+            [users],
+        ).fetchall()
+    }
+
+
 def write_scope(
     pg: psycopg.Connection,
     dry_schema: str,

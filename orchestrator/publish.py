@@ -61,6 +61,9 @@ class Published:
     left_out: list[str]  # users deleted after the snapshot: not written (their live rows went by the cascade)
     held_back: list[str]  # users with a stale reviewer decision: not written, the next round's again
     handed_over: list[str]  # users whose live rows the application wrote: not written, handed over to it
+    # ... of those, the users whose live rows we had written before the application changed them (a choice
+    # for a person: listed); the others' live rows only the application ever wrote (its own new users)
+    changed_by_app: list[str]
 
 
 def publish(
@@ -138,6 +141,7 @@ def publish(
                             pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table,
                             per="user",
                         )  # fmt: skip
+                ours = live.written_by_us(pg, settings.meta_schema, [user for user, _ in handed_over])
                 excluded = [*hold_back, *(user for user, _ in handed_over)]
                 left_out, write_scope = live.write_scope(
                     pg, dry_run_schema, settings.live_schema, settings.legacy_schema, scope_table, excluded
@@ -190,7 +194,10 @@ def publish(
         # the keys to "User" once the tables are loaded and committed, each in a moment of its own
         live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     fault_point(FAULT_POINTS[command]["after-commit"])
-    return Published(run_id, change_plan, not exists, left_out, list(hold_back), [user for user, _ in handed_over])
+    handed = [user for user, _ in handed_over]
+    return Published(
+        run_id, change_plan, not exists, left_out, list(hold_back), handed, [u for u in handed if u in ours]
+    )
 
 
 def _left_out_message(left_out: list[str]) -> str | None:

@@ -8,10 +8,12 @@ become the next round's reference, so a write that races a round is caught by th
 
 Cutover (the application writes the live tables itself): a round never overwrites a live row changed
 since our last write (seen with the round's live rows locked until its commit); those users are handed
-over to the application: listed once (exit 1), recorded, and not rebuilt or listed again unless their
-legacy rows change again (``force`` overwrites them instead). A user with a stale reviewer decision is
-held back and listed (exit 1) while every other changed user is published; a user deleted after the
-round's snapshot is left out (said, not an error): the next round handles both.
+over to the application: recorded, and not rebuilt or listed again unless their legacy rows change
+again (``force`` overwrites them instead). Those whose live rows we had written are listed once (exit
+1): a person checks them; the application's own new users (live rows only it wrote) are handed over
+quietly. A user with a stale reviewer decision is held back and listed (exit 1) while every other
+changed user is published; a user deleted after the round's snapshot is left out (said, not an error):
+the next round handles both.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ class RoundResult:
     run_id: str | None  # None: nothing had changed, nothing was written
     changed: changes.Changes
     written_users: int
-    skipped: list[str]  # users handed over this round: the application changed their live rows since our write
+    skipped: list[str]  # users handed over whose live rows we wrote and the application changed: listed, exit 1
     plan: dict[str, dict[str, int]]
     seconds: float
     dead_runs: list[dict] = dataclasses.field(default_factory=list)  # runs found killed, now marked 'died'
     left_out: list[str] = dataclasses.field(default_factory=list)  # deleted after the snapshot: not written
     held_back: list[str] = dataclasses.field(default_factory=list)  # a stale reviewer decision: not written
+    # every user handed over this round (the skipped ones, and the application's own new users: not listed)
+    handed_over: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def rows_written(self) -> int:
@@ -61,6 +65,7 @@ class RoundResult:
             "dead_runs": self.dead_runs,
             "left_out_users": self.left_out,
             "held_back_users": self.held_back,
+            "handed_over_users": self.handed_over,
         }
 
 
@@ -129,7 +134,7 @@ def sync_round(
         }
         refuse_failed_gates(pg, settings, checked, audit, "sync")
         plan: dict = {}
-        run_id, left_out, handed_over, written = None, [], [], []
+        run_id, left_out, handed_over, changed_by_app, written = None, [], [], [], []
         if changed.users:
             scope_table = metadata.write_user_scope(pg, settings.meta_schema, changed.users)
             published = publish(
@@ -150,18 +155,20 @@ def sync_round(
             )
             run_id, plan = published.run_id, published.plan
             left_out, handed_over = published.left_out, published.handed_over
+            changed_by_app = published.changed_by_app
             not_written = {*left_out, *held_back, *handed_over}
             written = [user for user in changed.users if user not in not_written]
     return RoundResult(
         run_id,
         changed,
         len(written),
-        handed_over,
+        changed_by_app,
         plan,
         time.monotonic() - started,
         dead,
         left_out=left_out,
         held_back=held_back,
+        handed_over=handed_over,
     )
 
 

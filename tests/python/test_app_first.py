@@ -176,7 +176,8 @@ def test_the_cutover_finishes_once_the_application_writes_its_own_users(promoted
         ),
     )
     first = sync.sync_round(settings, conn, confirm=no_prompt)
-    assert first.skipped == ["u-app"]  # handed over, listed once
+    # handed over quietly: only the application ever wrote its live rows, nothing for a person to check
+    assert first.handed_over == ["u-app"] and first.skipped == []
     app_row = query(conn, sql.SQL("select id from {} where \"userId\" = 'u-app'").format(_legacy("UserProfile")))
     assert app_row == [("up-app",)]  # never overwritten
     second = sync.sync_round(settings, conn, confirm=no_prompt)

@@ -51,7 +51,10 @@ def audit(conn, settings) -> list[tuple]:
 # -- the legacy data as the model reads it, and the live tables as dry-run rows ----------------------------
 
 
-def read_legacy(pg, schema: str) -> dict[str, list[dict]]:
+def read_legacy(pg, schema: str, *, chat_text: bool = True) -> dict[str, list[dict]]:
+    """The legacy rows of ``schema`` as spec_model reads them; without ``chat_text``, the chat messages'
+    columns a snapshot's copy keeps (the model reads their context profile only)."""
+
     def rows(query: str) -> list[dict]:
         cur = pg.execute(sql.SQL(query).format(schema=sql.Identifier(schema)))
         return [dict(zip([c.name for c in cur.description], row, strict=True)) for row in cur.fetchall()]
@@ -69,7 +72,10 @@ def read_legacy(pg, schema: str) -> dict[str, list[dict]]:
             ' from {schema}."ContextProfile"'
         ),
         "Profile": profiles,
-        "ChatMessage": rows('select id, "contextProfileId", role, content, "createdAt" from {schema}."ChatMessage"'),
+        "ChatMessage": rows(
+            'select id, "contextProfileId", ' + ("role, content, " if chat_text else "") + '"createdAt"'
+            ' from {schema}."ChatMessage"'
+        ),
     }
 
 

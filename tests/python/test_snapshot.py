@@ -37,9 +37,8 @@ import pytest
 import spec_model
 from helpers import EVERYTHING, no_prompt, subprocess_env, wait_for
 from psycopg import sql
-from spec_model import SQL_NULL
 from test_differential import compare, diff_table
-from test_live_sync import differences, live_rows
+from test_live_sync import differences, live_rows, read_legacy
 
 from orchestrator import changes, dry_run, live, snapshot, sync
 from orchestrator import promote as promoting
@@ -74,26 +73,7 @@ def fresh(database: ConnInfo, settings: Settings, seed: int, users: int) -> Sett
 def read_rows(pg, schema: str) -> dict[str, list[dict]]:
     """The legacy rows of ``schema`` (the legacy tables, or the snapshot's copy of them) as spec_model reads
     them. Chat messages: the columns the copy keeps (the model reads their context profile only)."""
-
-    def rows(query: str) -> list[dict]:
-        cur = pg.execute(sql.SQL(query).format(schema=sql.Identifier(schema)))
-        return [dict(zip([c.name for c in cur.description], row, strict=True)) for row in cur.fetchall()]
-
-    profiles = rows(
-        'select id, "contextProfileId", data::text as data, completeness, missing, "createdAt", "updatedAt"'
-        ' from {schema}."Profile"'
-    )
-    for profile in profiles:
-        profile["data"] = SQL_NULL if profile["data"] is None else json.loads(profile["data"], parse_float=Decimal)
-    return {
-        "User": rows('select id, email, name, "createdAt", "updatedAt" from {schema}."User"'),
-        "ContextProfile": rows(
-            'select id, "userId", "contextType"::text as "contextType", "tonePreference", "createdAt", "updatedAt"'
-            ' from {schema}."ContextProfile"'
-        ),
-        "Profile": profiles,
-        "ChatMessage": rows('select id, "contextProfileId", "createdAt" from {schema}."ChatMessage"'),
-    }
+    return read_legacy(pg, schema, chat_text=False)
 
 
 def legacy_now(conn: ConnInfo, schema: str = GENERATED) -> dict[str, list[dict]]:

@@ -233,7 +233,8 @@ def test_prisma_reads_what_a_sync_round_writes(promoted, app):
 
 def test_a_round_never_overwrites_what_the_application_wrote(promoted, app, cli_env):
     """The cutover (spec §10): the application writes u03's profile through Prisma; u03's and u04's
-    legacy data change; rounds skip and list u03 (exit 1) and write u04, until `sync --force`."""
+    legacy data change; a round hands u03 over (listed once, exit 1) and writes u04; a later round leaves
+    u03 alone (exit 0), until its legacy rows change and `sync --force` takes their side."""
     settings, database = promoted
     env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES}
     before = profile_of(app.read(), "u03")
@@ -246,14 +247,17 @@ def test_a_round_never_overwrites_what_the_application_wrote(promoted, app, cli_
 
     legacy_write(database, "p03r", ageRange="99")
     legacy_write(database, "p04f", ageRange="99")  # u04's first profile in context order (§4): its value wins
-    for _ in range(2):  # a later round does not overwrite it either
+    # handed over, listed once (exit 1); a later round neither lists nor overwrites it (exit 0)
+    for expected in (1, 0):
         result = invoke(["sync", "--yes"], env)
-        assert result.exit_code == 1, result.output
-        assert "1 user was skipped" in result.output and "u03" in result.output and "--force" in result.output
+        assert result.exit_code == expected, result.output
+        if expected == 1:
+            assert "1 user was handed over" in result.output and "u03" in result.output and "--force" in result.output
         view = assert_prisma_reads_the_live_tables(app, database)
         assert canonical(view["u03"]["profile"]) == canonical(written)  # every column as the application left it
         assert profile_of(view, "u04")["ageRange"] == "99"  # the other user was written
 
+    legacy_write(database, "p03r", ageRange="98")  # u03's legacy rows change again: --force takes their side
     forced = invoke(["sync", "--yes", "--force"], env)
     assert forced.exit_code == 0, forced.output
     view = assert_prisma_reads_the_live_tables(app, database)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from orchestrator import changes, db, fingerprint, gates, live, metadata
+from orchestrator import changes, db, fingerprint, gates, live, live_ddl, metadata
 from orchestrator.config import Settings
 from orchestrator.errors import CheckFailed, OrchestratorError, Traffic
 from orchestrator.faults import fault_point
@@ -102,7 +102,7 @@ def publish(
         )
     exists = all(present.values())
     if exists:  # a run killed between its commit and its keys left them out: add them now
-        live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
+        live_ddl.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     pairs = live.table_pairs(pg, dry_run_schema, settings.live_schema) if exists else None
     change_plan = (
         {p.live_table: live.plan(pg, p, scope_table, True) for p in pairs}
@@ -152,7 +152,7 @@ def publish(
                         live.write(pg, pair, write_scope, settings.meta_schema, run_id)
                     live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, write_scope)
                 else:
-                    live.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
+                    live_ddl.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
                     for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
                         live.load_new(pg, pair, write_scope)
                     live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema)
@@ -192,7 +192,7 @@ def publish(
             )
     if not exists:
         # the keys to "User" once the tables are loaded and committed, each in a moment of its own
-        live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
+        live_ddl.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
     fault_point(FAULT_POINTS[command]["after-commit"])
     handed = [user for user, _ in handed_over]
     return Published(

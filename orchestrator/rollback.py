@@ -11,7 +11,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from orchestrator import changes, db, live, locks, metadata
+from orchestrator import changes, db, live, live_ddl, locks, metadata
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
@@ -78,7 +78,7 @@ def rollback(
                 # refused before anything changes; then the keys to "User" go, each in a moment of its own,
                 # so that dropping the tables below takes no lock on "User"
                 refuse_drift(pg, settings, force, "rollback")
-                live.drop_foreign_keys(pg, settings.live_schema)
+                live_ddl.drop_foreign_keys(pg, settings.live_schema)
             with pg.transaction():
                 pg.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(lock_timeout)))
                 # a partial promote or a sync round is undone for the users it wrote: only their live rows
@@ -92,7 +92,7 @@ def rollback(
                     refuse_drift(pg, settings, force, "rollback", scope_table)
                 counts: dict = {}
                 if dropping:
-                    live.drop_live_tables(pg, settings.live_schema)
+                    live_ddl.drop_live_tables(pg, settings.live_schema)
                     undone = metadata.live_promotes(pg, settings.meta_schema) if drop else [last["run_id"]]
                 else:
                     pairs = (
@@ -132,7 +132,7 @@ def rollback(
             # the tables stay: so do their keys (best effort: the next promote or round adds any still missing)
             with contextlib.suppress(psycopg.Error, Busy):
                 if dropping and all(live.live_tables_present(pg, settings.live_schema).values()):
-                    live.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
+                    live_ddl.add_foreign_keys(pg, settings.live_schema, settings.legacy_schema)
             record_outcome_and_reraise(pg, settings, run_id, exc, lock_timeout, "the live tables")
         fault_point("rollback:after-commit")
         return RollbackResult(

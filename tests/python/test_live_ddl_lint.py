@@ -1,6 +1,6 @@
 """Lint what we run against a live database, as the field does (issue 24).
 
-``orchestrator.live.live_ddl`` lists every DDL statement the orchestrator runs on the live and legacy
+``orchestrator.live_ddl.statements`` lists every DDL statement the orchestrator runs on the live and legacy
 schemas, in order, each transaction opening with the ``set lock_timeout`` it runs under: the first
 promote's (CREATE TABLE and CREATE UNIQUE INDEX on the tables it creates), each foreign key added NOT VALID
 in a transaction of its own and validated in another, and rollback --drop's (each key dropped alone, then
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from helpers import PROJECT_DIR
 
-from orchestrator.live import live_ddl
+from orchestrator.live_ddl import statements as live_ddl
 
 BIN = Path(sys.executable).parent
 SQUAWK = BIN / "squawk"

@@ -387,6 +387,10 @@ def build_timings(run_results: Path) -> dict:
 
 def fresh_database(server: Server) -> None:
     with psycopg.connect(**server.conn.kwargs(), autocommit=True) as pg:
+        # a change stream's slot (orchestrator/stream.py) keeps its database from being dropped
+        pg.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s", [DATABASE]
+        )
         pg.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DATABASE)))
         pg.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
 

@@ -131,6 +131,39 @@ def changed_since(pg: psycopg.Connection, meta_schema: str, state: str, now: sql
     )
 
 
+def differing_users(pg: psycopg.Connection, meta_schema: str, state: str, other: str) -> list[str]:
+    """The users whose reads in ``state`` differ from ``other``'s: with a change stream, the users the live
+    tables do not reflect yet although the dry-run state does (held back, left out, handed over)."""
+    rows = pg.execute(
+        sql.SQL(
+            "select owner_id from (select coalesce(a.owner_id, b.owner_id) as owner_id from (select owner_id, digest"
+            " from {a} where owner_kind = 'user') as a full join (select owner_id, digest from {b}"
+            " where owner_kind = 'user') as b on a.owner_id = b.owner_id where a.digest is distinct from b.digest)"
+            ' as differing order by owner_id collate "C"'
+        ).format(a=_state(meta_schema, state), b=_state(meta_schema, other))
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def streamed(pg: psycopg.Connection, owners: Changes, position: str, *, name: str = NOW) -> sql.Identifier:
+    """Temporary table ``name`` of the ``owners`` a change stream found (orchestrator/stream.py), each with
+    the digest "as of ``position``" instead of one taken from their rows: the position's byte number plus
+    one half. A digest taken from rows is a sum of integers, so any later comparison of digests finds these
+    owners changed; two stream runs at the same position read the same copy, so they agree; and a rollback
+    that puts an older one back makes the owner differ from the dry-run state's again."""
+    table = sql.Identifier("pg_temp", name)
+    pg.execute(sql.SQL("drop table if exists {}").format(table))
+    pg.execute(sql.SQL("create temporary table {} (owner_kind text, owner_id text, digest numeric)").format(table))
+    pg.execute(
+        sql.SQL(
+            "insert into {} select kind, unnest(ids), (%(position)s::pg_lsn - '0/0'::pg_lsn) + 0.5"
+            " from (values ('user', %(users)s::text[]), ('profile', %(profiles)s::text[])) as owned (kind, ids)"
+        ).format(table),
+        {"position": position, "users": owners.users, "profiles": owners.profiles},
+    )
+    return table
+
+
 def replace(pg: psycopg.Connection, meta_schema: str, state: str, source: sql.Composable) -> None:
     """``state`` := every digest of ``source`` (a table of owner_kind, owner_id, digest)."""
     target = _state(meta_schema, state)

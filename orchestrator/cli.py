@@ -291,8 +291,9 @@ def sync(
         else:
             console.out.print(
                 f"Cutover ended: the live tables come from run {ended.run_id}; the copy of the legacy rows "
-                f"(schema {ended.dropped_snapshot}) is dropped. `orchestrator sync` now refuses until a new dry run "
-                f"is promoted.",
+                f"(schema {ended.dropped_snapshot}) is dropped"
+                + (f", and the change stream's replication slot {ended.dropped_slot}" if ended.dropped_slot else "")
+                + ". `orchestrator sync` now refuses until a new dry run is promoted.",
                 markup=False,
             )
         return
@@ -397,7 +398,7 @@ def cleanup(
     keep: Annotated[int, typer.Option(help="Rollback levels to keep (at least 1).")] = 1,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove rollback backups older than the last --keep promotes and sync rounds.
+    """Remove rollback backups older than the last --keep promotes and sync rounds, and the change stream's slot.
 
     \b
     Examples:
@@ -407,11 +408,17 @@ def cleanup(
     from orchestrator import rollback as rolling_back
 
     settings, conn = context()
-    removed = rolling_back.cleanup(settings, conn, keep)
+    removed, slot = rolling_back.cleanup(settings, conn, keep)
     if json_output:
-        console.print_json({"removed_backups_of": removed, "kept": keep})
+        console.print_json({"removed_backups_of": removed, "kept": keep, "dropped_slot": slot})
         return
     out.print(f"Removed the backups of {len(removed)} older promotes; kept {keep} rollback level(s).")
+    if slot:
+        out.print(
+            f"Dropped the change stream's replication slot {slot} (it held WAL back on the server); the next "
+            f"catch-up or sync round compares every user's digests once and makes a new one.",
+            markup=False,
+        )
 
 
 @app.command()

@@ -215,8 +215,10 @@ def sync_line_printer(json_output: bool):
             print_json(result.as_dict())
             return
         dead_runs(result.dead_runs)
+        slot_warning(result.change_source)
+        source = change_source_text(result.change_source)
         if result.run_id is None and not result.changed:
-            out.print(f"sync: nothing changed ({result.seconds:.1f} s)", markup=False)
+            out.print(f"sync: nothing changed ({result.seconds:.1f} s; {source})", markup=False)
             return
         changed = f"{plural(len(result.changed.users), 'user')} changed"
         if result.changed.profiles:
@@ -230,12 +232,31 @@ def sync_line_printer(json_output: bool):
             held = ", ".join(map(shortened, result.held_back[:5])) + (", ..." if len(result.held_back) > 5 else "")
             skipped += f", {plural(len(result.held_back), 'user')} held back (a stale decision: {held})"
         run = f"sync run {result.run_id}" if result.run_id else "sync (no live row to write)"
-        out.print(
-            f"{run}: {changed}, {plural(result.rows_written, 'row')} written{skipped} ({result.seconds:.1f} s)",
-            markup=False,
-        )
+        written = f"{plural(result.rows_written, 'row')} written"
+        out.print(f"{run}: {changed}, {written}{skipped} ({result.seconds:.1f} s; {source})", markup=False)
 
     return show
+
+
+def change_source_text(source: dict) -> str:
+    """How a round or catch-up found the changes (orchestrator/stream.py), in a few words."""
+    if source.get("source") == "wal":
+        return f"changes read from the WAL: {plural(source.get('transactions_read') or 0, 'transaction')}"
+    return "every owner's digests compared" + (f": {source['note']}" if source.get("note") else "")
+
+
+def slot_warning(source: dict) -> None:
+    """Say so when the change stream's slot holds back more WAL than MIGRATION_SLOT_WARN_BYTES."""
+    from orchestrator import stream
+
+    retained = source.get("slot_retained_bytes")
+    if retained is not None and retained > stream.warn_bytes():
+        err.print(
+            f"Warning: the change stream's replication slot holds back {retained / 2**20:,.0f} MiB of WAL on the "
+            f"server (more than {stream.WARN_VAR}={stream.warn_bytes():,} bytes): keep `sync` following, or "
+            f"end the cutover (`sync --end` drops the slot); docs/cutover.md",
+            markup=False,
+        )
 
 
 def rollback_confirmation(yes: bool, live_schema: str, console: Console = out):

@@ -241,7 +241,8 @@ class Cluster:
             "-t",
             str(int(timeout)),
             "-o",
-            f"-p {port}",
+            # logical: `sync` reads the legacy tables' changes from the write-ahead log (orchestrator/stream.py)
+            f"-p {port} -c wal_level=logical -c max_replication_slots=32",
             "start",
         ]
         self._run(args, timeout=timeout + 10)

@@ -173,18 +173,19 @@ class CaughtUp:
     changed: changes.Changes  # what this catch-up rebuilt
     outcome: DryRunOutcome | None  # None: nothing had changed, nothing was rebuilt
     rebuilt: changes.Changes  # every owner rebuilt since the review, this catch-up's included
+    source: dict = dataclasses.field(default_factory=dict)  # how the changes were found (Snapshot.source_dict)
 
     def describe(self) -> str:
+        found = f"; changes from {_source_text(self.source)}" if self.source else ""
         if not self.changed:
             return (
                 f"caught up: nothing changed since dry run {self.reviewed['dry_run_id']} (as last caught up) read "
-                f"the legacy data (its reads of each user compared with the data now; writes after that are for "
-                f"`orchestrator sync`)"
+                f"the legacy data (writes after that are for `orchestrator sync`){found}"
             )
         return (
             f"caught up: dry run {self.reviewed['dry_run_id']} reviewed {self.reviewed_users} users; "
             f"{self.rebuilt.describe()} changed since were rebuilt from the legacy data "
-            f"({self.changed.describe()} by this catch-up; writes after it are for `orchestrator sync`)"
+            f"({self.changed.describe()} by this catch-up; writes after it are for `orchestrator sync`){found}"
         )
 
     def audit(self) -> dict:
@@ -197,7 +198,14 @@ class CaughtUp:
             "rebuilt_users": len(self.rebuilt.users),
             "rebuilt_orphan_profiles": len(self.rebuilt.profiles),
             "rebuilt_now_users": len(self.changed.users),
+            "change_source": self.source,
         }
+
+
+def _source_text(source: dict) -> str:
+    if source.get("source") == "wal":
+        return "the write-ahead log (the change stream)"
+    return "every owner's digests" + (f" ({source['note']})" if source.get("note") else "")
 
 
 def _catch_up(
@@ -221,13 +229,20 @@ def _catch_up(
     outcome = None
     # under the dry-run lock from the snapshot to the splice: the copy of the legacy rows is the state's
     with locks.dry_run_lock(pg):
-        taken = snapshot.take_changed(pg, settings, ("dry_run",), with_fingerprint=True)
+        taken = snapshot.take_changed(pg, settings, ("dry_run",), conn=conn, with_fingerprint=True)
         if taken.changed:
             outcome = dry_running.catch_up(
                 settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
             )
     users, profiles = metadata.rebuilt_since(pg, settings.meta_schema, reviewed["dry_run_id"])
-    return CaughtUp(reviewed, int(reviewed_users or 0), taken.changed, outcome, changes.Changes(users, profiles))
+    return CaughtUp(
+        reviewed,
+        int(reviewed_users or 0),
+        taken.changed,
+        outcome,
+        changes.Changes(users, profiles),
+        taken.source_dict(),
+    )
 
 
 def _models_now(parse) -> str:

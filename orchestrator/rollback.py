@@ -11,7 +11,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from orchestrator import changes, db, live, live_ddl, locks, metadata
+from orchestrator import changes, db, live, live_ddl, locks, metadata, stream
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
@@ -157,8 +157,10 @@ def _legacy_rows_written(pg, legacy_schema: str) -> int:
     ).fetchone()[0]
 
 
-def cleanup(settings: Settings, conn: ConnInfo, keep: int) -> list[str]:
-    """Remove rollback backups of all but the ``keep`` most recent committed promotes (keep >= 1)."""
+def cleanup(settings: Settings, conn: ConnInfo, keep: int) -> tuple[list[str], str | None]:
+    """Remove rollback backups of all but the ``keep`` most recent committed promotes (keep >= 1), and the
+    change stream's replication slot, which holds WAL back on the server (the next catch-up or round makes
+    a new one): the promotes whose backups went, and the slot dropped (None: there was none)."""
     if keep < 1:
         raise OrchestratorError("--keep must be at least 1: rollback always keeps the state before the last promote")
     with locks.promote_lock(conn, "cleanup") as pg:
@@ -168,7 +170,9 @@ def cleanup(settings: Settings, conn: ConnInfo, keep: int) -> list[str]:
             live.forget_run(pg, settings.meta_schema, old)
             changes.forget(pg, settings.meta_schema, old)
             metadata.mark_backups_removed(pg, settings.meta_schema, old)
-        return old
+        with locks.dry_run_lock(pg):  # no round reads the slot meanwhile
+            slot = stream.drop(pg, settings)
+        return old, slot
 
 
 def _run_name(run: dict) -> str:

@@ -25,8 +25,8 @@ import dataclasses
 import psycopg
 from psycopg import sql
 
-from orchestrator import changes, db, decision_store, fingerprint, metadata
-from orchestrator.config import Settings
+from orchestrator import changes, db, decision_store, fingerprint, metadata, stream
+from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import CheckFailed
 
 # the legacy tables a run reads, with the columns copied (None: every column)
@@ -48,6 +48,18 @@ class Snapshot:
     reads: sql.Identifier
     fingerprint: dict | None
     changed: changes.Changes | None = None
+    source: str = "digests"  # how the changed owners were found: "wal" (the change stream) or "digests"
+    note: str | None = None  # why the digests, or what the run did to the stream
+    retained_bytes: int | None = None  # the WAL the change stream's slot holds back
+    transactions: int = 0  # the legacy transactions the stream read
+
+    def source_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "note": self.note,
+            "slot_retained_bytes": self.retained_bytes,
+            "transactions_read": self.transactions,
+        }
 
 
 def _copy(settings: Settings, table: str) -> sql.Identifier:
@@ -63,9 +75,12 @@ def _columns(table: str) -> sql.Composable:
     return sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
 
 
-def _begin(pg: psycopg.Connection) -> None:
-    """The first statement of the snapshot's transaction: every later one reads the same moment."""
+def _begin(pg: psycopg.Connection, exported: str | None = None) -> None:
+    """The first statements of the snapshot's transaction: every later one reads the same moment (that of
+    the ``exported`` snapshot, when given: a new replication slot's start)."""
     pg.execute("set transaction isolation level repeatable read")
+    if exported is not None:
+        pg.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(exported)))
 
 
 def _ensure_schema(pg: psycopg.Connection, settings: Settings) -> None:
@@ -92,6 +107,7 @@ def _copy_decisions(pg: psycopg.Connection, settings: Settings) -> None:
 
 def take_all(pg: psycopg.Connection, settings: Settings) -> Snapshot:
     """A full dry run's snapshot: the copy made anew from every legacy row, the digests of every owner."""
+    stream.drop(pg, settings)  # the copy is made anew: a change stream's position no longer describes it
     with pg.transaction():
         _begin(pg)
         _ensure_schema(pg, settings)
@@ -126,28 +142,107 @@ def take_changed(
     settings: Settings,
     against: tuple[str, ...],
     *,
+    conn: ConnInfo,
     users_only: tuple[str, ...] = (),
     with_fingerprint: bool = False,
 ) -> Snapshot:
-    """A catch-up's (or a sync round's) snapshot: the digests of every owner now, the owners whose digest
-    differs from the one each state of ``against`` recorded ("dry_run", "live"; for the states in
-    ``users_only``, the users only), written to the metadata's scope tables, and their rows of this same
-    moment put in place of theirs in the copy, with every chat message. Nothing is copied when nothing
-    changed. ``with_fingerprint``: also the legacy fingerprint of that moment (of the copy, which is then the
-    legacy data of that moment). The caller holds the dry-run lock: the copy is the dry-run state's."""
+    """A catch-up's (or a sync round's) snapshot: the owners changed since each state of ``against``
+    ("dry_run", "live"; for the states in ``users_only``, the users only), written to the metadata's scope
+    tables, and their rows of one moment put in place of theirs in the copy. The change source
+    (orchestrator/stream.py): the write-ahead log since the copy's position where the server offers it,
+    else every owner's digests compared (which, where the stream is offered, also makes its slot). Nothing
+    is copied when nothing changed. ``with_fingerprint``: also the legacy fingerprint of that moment (of the
+    copy, which is then the legacy data of that moment). The caller holds the dry-run lock: the copy is the
+    dry-run state's."""
+    reason = stream.not_offered(pg, settings)
+    if reason is None:
+        followed = stream.recorded(pg, settings)
+        if followed is not None:
+            reason = stream.health(pg, followed[0])
+            if reason is None:
+                try:
+                    return _take_from_stream(pg, settings, followed, against, with_fingerprint)
+                except stream.StreamGap as gap:
+                    reason = f"the change stream cannot say what changed ({gap})"
+        try:
+            with stream.created(pg, conn, settings) as made:
+                taken = _take_by_digests(pg, settings, against, users_only, with_fingerprint, made)
+        except stream.StreamGap as gap:
+            reason = str(gap)
+        else:
+            stream.prepare_copy(pg, settings)
+            taken.note = "compared every owner's digests and made the change stream's slot" + (
+                f" ({reason})" if reason else ""
+            )
+            return taken
+    taken = _take_by_digests(pg, settings, against, users_only, with_fingerprint, None)
+    taken.note = reason
+    return taken
+
+
+def _take_by_digests(
+    pg: psycopg.Connection,
+    settings: Settings,
+    against: tuple[str, ...],
+    users_only: tuple[str, ...],
+    with_fingerprint: bool,
+    made: stream.Created | None,
+) -> Snapshot:
+    """The digests of every owner now, compared with each state's, in one transaction (in the snapshot
+    ``made`` exported, the new slot's start, then recorded as the copy's position: the chat messages are
+    copied anew then, whatever changed)."""
     with pg.transaction():
-        _begin(pg)
+        _begin(pg, made.snapshot if made else None)
         reads = changes.take(pg, settings.legacy_schema, settings.meta_schema)
         changed = changes.Changes([], [])
         for state in against:
             since = changes.changed_since(pg, settings.meta_schema, state, reads)
             changed = changed | (changes.Changes(since.users, []) if state in users_only else since)
-        if changed:
+        if changed or made:
             _ensure_copy(pg, settings, require_rows=True)
             metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
             _replace_owners(pg, settings, chat_messages="all")
+        if made:
+            stream.record(pg, settings, made.slot, made.position)
     taken = fingerprint.legacy_fingerprint(pg, settings.snapshot_schema) if with_fingerprint and changed else None
-    return Snapshot(reads, taken, changed)
+    return Snapshot(reads, taken, changed, source="digests")
+
+
+def _take_from_stream(
+    pg: psycopg.Connection,
+    settings: Settings,
+    followed: tuple[str, str],
+    against: tuple[str, ...],
+    with_fingerprint: bool,
+) -> Snapshot:
+    """The changes since the copy's position, applied to it; the owners they touched (and, against the
+    live tables' reads, the users those do not reflect yet: held back, left out) are the ones changed. The
+    reads recorded for them name the stream's position (changes.streamed)."""
+    slot, position = followed
+    read = stream.read(pg, settings, slot, position)
+    with pg.transaction():
+        _begin(pg)
+        changed = changes.Changes([], [])
+        if read.net or read.decision_users:
+            _ensure_copy(pg, settings, require_rows=True)
+            users, profiles = stream.apply(pg, settings, read)
+            changed = changes.Changes(users, profiles)
+        if "live" in against:
+            changed = changed | changes.Changes(
+                changes.differing_users(pg, settings.meta_schema, "live", "dry_run"), []
+            )
+        reads = changes.streamed(pg, changed, read.position or position)
+        if changed:
+            if not (read.net or read.decision_users):
+                _ensure_copy(pg, settings, require_rows=True)
+            metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
+        if read.position is not None:
+            stream.record(pg, settings, slot, read.position)
+    if read.position is not None:
+        stream.advance(pg, slot, read.position)
+    taken = fingerprint.legacy_fingerprint(pg, settings.snapshot_schema) if with_fingerprint and changed else None
+    retained = stream.retained_bytes(pg, slot)
+    return Snapshot(reads, taken, changed, source="wal", retained_bytes=retained, transactions=read.transactions)
 
 
 def _ensure_copy(pg: psycopg.Connection, settings: Settings, *, require_rows: bool = False) -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from orchestrator import changes, gates, live, locks, metadata, snapshot
+from orchestrator import changes, gates, live, locks, metadata, snapshot, stream
 from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import preload
@@ -47,6 +47,7 @@ class RoundResult:
     held_back: list[str] = dataclasses.field(default_factory=list)  # a stale reviewer decision: not written
     # every user handed over this round (the skipped ones, and the application's own new users: not listed)
     handed_over: list[str] = dataclasses.field(default_factory=list)
+    change_source: dict = dataclasses.field(default_factory=dict)  # snapshot.Snapshot.source_dict()
 
     @property
     def rows_written(self) -> int:
@@ -66,6 +67,7 @@ class RoundResult:
             "left_out_users": self.left_out,
             "held_back_users": self.held_back,
             "handed_over_users": self.handed_over,
+            "change_source": self.change_source,
         }
 
 
@@ -101,10 +103,12 @@ def sync_round(
         # dry-run state's logs, not them. Under the dry-run lock from the snapshot to the splice: the copy of
         # the legacy rows is the dry-run state's.
         with locks.dry_run_lock(pg):
-            taken = snapshot.take_changed(pg, settings, ("live", "dry_run"), users_only=("live",))
+            taken = snapshot.take_changed(pg, settings, ("live", "dry_run"), conn=conn, users_only=("live",))
             changed = taken.changed
             if not changed:
-                return RoundResult(None, changed, 0, [], {}, time.monotonic() - started, dead)
+                return RoundResult(
+                    None, changed, 0, [], {}, time.monotonic() - started, dead, change_source=taken.source_dict()
+                )
             outcome = dry_running.catch_up(
                 settings, conn, pg, state=state, taken=taken, max_conflict_rate=threshold, feedback=feedback
             )
@@ -169,6 +173,7 @@ def sync_round(
         left_out=left_out,
         held_back=held_back,
         handed_over=handed_over,
+        change_source=taken.source_dict(),
     )
 
 
@@ -176,6 +181,7 @@ def sync_round(
 class CutoverEnd:
     run_id: str  # the promote or round the live tables come from
     dropped_snapshot: str  # the schema of the copy of the legacy rows, dropped
+    dropped_slot: str | None  # the change stream's replication slot, dropped (None: there was none)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -190,10 +196,12 @@ def end_cutover(settings: Settings, conn: ConnInfo, *, confirm: Callable[[str], 
         metadata.ensure(pg, settings.meta_schema)
         _, in_effect = _state_in_effect(pg, settings)
         confirm(f"end the cutover of the live tables in schema {settings.live_schema}")
-        with locks.dry_run_lock(pg), pg.transaction():
-            metadata.end_cutover(pg, settings.meta_schema, in_effect["run_id"])
-            snapshot.drop(pg, settings)
-    return CutoverEnd(in_effect["run_id"], settings.snapshot_schema)
+        with locks.dry_run_lock(pg):
+            with pg.transaction():
+                metadata.end_cutover(pg, settings.meta_schema, in_effect["run_id"])
+                snapshot.drop(pg, settings)
+            slot = stream.drop(pg, settings)  # it holds WAL back on the server: gone with the copy it followed
+    return CutoverEnd(in_effect["run_id"], settings.snapshot_schema, slot)
 
 
 def _state_in_effect(pg, settings: Settings) -> tuple[dict, dict]:

@@ -183,6 +183,16 @@ create table if not exists conflict_decisions (
 );
 create unique index if not exists conflict_decisions_key
 on conflict_decisions (user_id, coalesce(context_type, ''), field);
+-- the change stream (orchestrator/stream.py) reads whose decision a delete removed: the whole old row
+alter table conflict_decisions replica identity full;
+
+-- the change stream (orchestrator/stream.py): the replication slot that follows the legacy tables, and the
+-- position of the stream the dry-run state's copy of the legacy rows is at (at most one row)
+create table if not exists change_stream (
+    slot_name  text primary key,
+    position   pg_lsn not null,
+    updated_at timestamptz not null default clock_timestamp()
+);
 
 -- every import and clear of decisions: who, when, which file, how many
 create table if not exists decision_events (

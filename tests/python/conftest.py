@@ -62,6 +62,10 @@ def database(pg_server, request) -> ConnInfo:
         yield pg_server.with_dbname(name)
     finally:
         with psycopg.connect(**pg_server.kwargs(), autocommit=True) as pg:
+            # a change stream's slot (orchestrator/stream.py) keeps its database from being dropped
+            pg.execute(
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s", [name]
+            )
             pg.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 

@@ -462,7 +462,7 @@ def test_a_catch_up_with_nothing_changed_and_a_cleanup_leave_sync_working(promot
     assert not caught.caught_up.changed and caught.caught_up.outcome is None
     assert "nothing changed since dry run" in caught.caught_up.describe()
     promoting.promote(settings, conn, users=["u03"], confirm=no_prompt)  # a partial promote: not a state
-    assert rolling_back.cleanup(settings, conn, 1)
+    assert rolling_back.cleanup(settings, conn, 1)[0]
     execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Bergen"}' where id = 'p02r'""")
     assert sync.sync_round(settings, conn, confirm=no_prompt).changed.users == ["u02"]
     assert differences(conn, settings, dry_run_too=False, threshold=EVERYTHING) == []

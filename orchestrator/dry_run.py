@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator import batches as user_batches
-from orchestrator import changes, db, fingerprint, gates, locks, metadata, snapshot
+from orchestrator import changes, db, fingerprint, gates, locks, metadata, snapshot, stream
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, DbtResult, DbtRun, preload
 from orchestrator.errors import CheckFailed, OrchestratorError
@@ -308,6 +308,7 @@ def catch_up(
             )
             spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
             changes.update(pg, settings.meta_schema, "dry_run", taken.reads, changed)
+            stream.rebuilt(pg, settings, changed.users, changed.profiles)
             metadata.record_state_rebuilt(pg, settings.meta_schema, record_id, changed.users, changed.profiles)
         # killed from here on, the state is recorded `started` with its rows in place: the next catch-up
         # or sync round takes it from there

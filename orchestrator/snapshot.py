@@ -20,6 +20,7 @@ not the message text. It holds personal data: its schema is closed to PUBLIC, li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import psycopg
@@ -27,7 +28,8 @@ from psycopg import sql
 
 from orchestrator import changes, db, decision_store, fingerprint, metadata, stream
 from orchestrator.config import ConnInfo, Settings
-from orchestrator.errors import CheckFailed
+from orchestrator.errors import Busy, CheckFailed
+from orchestrator.faults import fault_point
 
 # the legacy tables a run reads, with the columns copied (None: every column)
 TABLES: dict[str, tuple[str, ...] | None] = {
@@ -155,6 +157,9 @@ def take_changed(
     copy, which is then the legacy data of that moment). The caller holds the dry-run lock: the copy is the
     dry-run state's."""
     reason = stream.not_offered(pg, settings)
+    if reason is not None and stream.recorded(pg, settings) is not None:
+        with contextlib.suppress(psycopg.Error, Busy):  # it holds WAL back: gone, if the role still may
+            stream.drop(pg, settings)
     if reason is None:
         followed = stream.recorded(pg, settings)
         if followed is not None:
@@ -203,7 +208,7 @@ def _take_by_digests(
             metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
             _replace_owners(pg, settings, chat_messages="all")
         if made:
-            stream.record(pg, settings, made.slot, made.position)
+            stream.record(pg, settings, made.slot, made.position, created_now=True)
     taken = fingerprint.legacy_fingerprint(pg, settings.snapshot_schema) if with_fingerprint and changed else None
     return Snapshot(reads, taken, changed, source="digests")
 
@@ -220,24 +225,27 @@ def _take_from_stream(
     reads recorded for them name the stream's position (changes.streamed)."""
     slot, position = followed
     read = stream.read(pg, settings, slot, position)
+    fault_point("stream:read")
     with pg.transaction():
         _begin(pg)
-        changed = changes.Changes([], [])
+        users, profiles = [], []
         if read.net or read.decision_users:
             _ensure_copy(pg, settings, require_rows=True)
             users, profiles = stream.apply(pg, settings, read)
-            changed = changes.Changes(users, profiles)
+        # with those a run killed before the dry-run state recorded them
+        changed = changes.Changes(*stream.pending_owners(pg, settings, users, profiles))
         if "live" in against:
             changed = changed | changes.Changes(
                 changes.differing_users(pg, settings.meta_schema, "live", "dry_run"), []
             )
         reads = changes.streamed(pg, changed, read.position or position)
         if changed:
-            if not (read.net or read.decision_users):
-                _ensure_copy(pg, settings, require_rows=True)
+            _ensure_copy(pg, settings, require_rows=True)
             metadata.write_user_scope(pg, settings.meta_schema, changed.users, changed.profiles)
         if read.position is not None:
             stream.record(pg, settings, slot, read.position)
+        fault_point("stream:applied")
+    fault_point("stream:committed")
     if read.position is not None:
         stream.advance(pg, slot, read.position)
     taken = fingerprint.legacy_fingerprint(pg, settings.snapshot_schema) if with_fingerprint and changed else None

@@ -54,6 +54,7 @@ SOURCES = ("auto", "wal", "digests")
 WARN_VAR = "MIGRATION_SLOT_WARN_BYTES"
 DEFAULT_WARN_BYTES = 1 << 30  # `sync` warns when the slot retains more WAL than this
 TABLE = "change_stream"  # the metadata table of the slot and the position the copy is at
+OWNERS = "stream_owners"  # ... and of the owners changed in the copy that the dry-run state has not rebuilt yet
 LEGACY = ("User", "ContextProfile", "Profile", "ChatMessage")  # the copy's tables the stream keeps current
 UNCHANGED = object()  # an update's TOASTed value it did not change: the copy's stays
 
@@ -127,12 +128,45 @@ def recorded(pg: psycopg.Connection, settings: Settings) -> tuple[str, str] | No
     return None if row is None else (row[0], row[1])
 
 
-def record(pg: psycopg.Connection, settings: Settings, slot: str, position: str) -> None:
+def record(pg: psycopg.Connection, settings: Settings, slot: str, position: str, *, created_now: bool = False) -> None:
     """Inside the transaction that brought the copy to ``position``."""
     pg.execute(sql.SQL("delete from {}").format(_table(settings)))
+    if created_now:
+        # the copy made anew, or a new slot: a comparison of digests (this run's) finds what was pending
+        pg.execute(sql.SQL("delete from {}").format(sql.Identifier(settings.meta_schema, OWNERS)))
     pg.execute(
         sql.SQL("insert into {} (slot_name, position) values (%s, %s::pg_lsn)").format(_table(settings)),
         [slot, position],
+    )
+
+
+def pending_owners(pg: psycopg.Connection, settings: Settings, users: list[str], profiles: list[str]) -> tuple:
+    """Inside the run's transaction: ``users`` and ``profiles`` (just changed in the copy) join the owners the
+    dry-run state has not rebuilt yet; all of those, in id order: (users, orphan Profiles)."""
+    table = sql.Identifier(settings.meta_schema, OWNERS)
+    pg.execute(
+        sql.SQL(
+            "insert into {} (owner_kind, owner_id) select kind, unnest(ids) from (values ('user', %s::text[]),"
+            " ('profile', %s::text[])) as owned (kind, ids) on conflict do nothing"
+        ).format(table),
+        [users, profiles],
+    )
+    rows = pg.execute(
+        sql.SQL('select owner_kind, owner_id from {} order by owner_kind, owner_id collate "C"').format(table)
+    ).fetchall()
+    return [o for k, o in rows if k == "user"], [o for k, o in rows if k == "profile"]
+
+
+def rebuilt(pg: psycopg.Connection, settings: Settings, users: list[str], profiles: list[str]) -> None:
+    """Inside the transaction that records the dry-run state's reads of these owners: no longer pending."""
+    if not db.table_exists(pg, settings.meta_schema, OWNERS):
+        return
+    pg.execute(
+        sql.SQL(
+            "delete from {} as o using (select 'user' as kind, unnest(%s::text[]) as id union all"
+            " select 'profile', unnest(%s::text[])) as done where o.owner_kind = done.kind and o.owner_id = done.id"
+        ).format(sql.Identifier(settings.meta_schema, OWNERS)),
+        [users, profiles],
     )
 
 
@@ -170,6 +204,7 @@ def drop(pg: psycopg.Connection, settings: Settings) -> str | None:
     name = slot_name(pg, settings)
     if db.table_exists(pg, settings.meta_schema, TABLE):
         pg.execute(sql.SQL("delete from {}").format(_table(settings)))
+        pg.execute(sql.SQL("delete from {}").format(sql.Identifier(settings.meta_schema, OWNERS)))
     if pg.execute("select from pg_replication_slots where slot_name = %s", [name]).fetchone() is None:
         return None
     try:

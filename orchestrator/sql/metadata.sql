@@ -193,6 +193,13 @@ create table if not exists change_stream (
     position   pg_lsn not null,
     updated_at timestamptz not null default clock_timestamp()
 );
+-- the owners whose rows the stream changed in the copy and the dry-run state has not rebuilt yet (a run
+-- killed between the two): every later run rebuilds them, until one records them
+create table if not exists stream_owners (
+    owner_kind text not null,
+    owner_id   text not null,
+    primary key (owner_kind, owner_id)
+);
 
 -- every import and clear of decisions: who, when, which file, how many
 create table if not exists decision_events (

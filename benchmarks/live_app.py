@@ -1,21 +1,23 @@
-"""Benchmark a live application's cutover (spec §10; docs/cutover.md): what following the writes costs.
+"""Benchmark a live application's cutover (spec §10; docs/cutover.md): what following the writes costs,
+with the change stream (orchestrator/stream.py) and with the digests it falls back to, side by side.
 
 On a generated legacy schema (`orchestrator generate --users N --schema S` first), with the real CLI in
 subprocesses, one after the other:
-  1. `orchestrator dry-run` (timed), then, in-process, what it spent recording its reads (the per-owner
-     digests and their copy into the metadata) against a legacy fingerprint (for scale);
+  1. `orchestrator dry-run` (timed; where the server offers it, it makes the change stream's slot), then,
+     in-process, the digests of every owner (what a round without the stream reads) and a legacy
+     fingerprint (for scale);
   2. `orchestrator promote --yes --max-conflict-rate 1` (creates the live tables);
-  3. the change scan alone (digests now + the owners changed since the live tables' reads: nothing), and
-     a 10-user partial promote (the partial rebuild the scan feeds), both timed;
-  4. the blobs of `--changed` users (default 100) updated, then `orchestrator sync --yes` (timed), twice;
+  3. a 10-user `promote --user` (timed);
+  4. the blobs of `--changed` users (default 100) updated, then `orchestrator sync --yes` (timed), twice,
+     and a round with nothing changed; then the same with MIGRATION_CHANGE_SOURCE=digests;
   5. a new review (`orchestrator dry-run --max-conflict-rate 1`), a plain `orchestrator promote --yes`
      of it on the existing live tables (a full promote: every row compared, none written), then the blobs
      of `--catch-up-changed` users (default 1,000) updated and `orchestrator promote --catch-up --yes`
-     (timed): the catch-up's cost over a full promote.
+     (timed), with the stream, then again with the digests: the catch-up's cost over a full promote.
 The server is the one the PG* variables name, else the project's embedded server under
 ORCHESTRATOR_HOME. The figures are merged into docs/benchmarks-live.json (the latest per server and
-size) and docs/benchmarks.md is rendered again (benchmarks/run_benchmark.py renders this section from
-that file, `--render-only` too).
+size; benchmarks/live_report.py) and docs/benchmarks.md is rendered again
+(`benchmarks/run_benchmark.py --render-only`).
 
 Example:
     ORCHESTRATOR_HOME=/tmp/bench .venv/bin/orchestrator generate --users 1000000 --schema legacy_1m
@@ -25,19 +27,19 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import live_report
 from psycopg import sql
 
-from orchestrator import changes, db, fingerprint, metadata
+from orchestrator import changes, db, fingerprint
 
 PROJECT = Path(__file__).resolve().parents[1]
-LIVE_JSON = PROJECT / "docs" / "benchmarks-live.json"
+DIGESTS = {"MIGRATION_CHANGE_SOURCE": "digests"}
 
 
 def cli(args: list[str], env: dict[str, str], log: Path) -> float:
@@ -97,6 +99,7 @@ def main() -> None:
     conn = db.server(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATION_", "DBT_ENV_SECRET"))}
     env.update(MIGRATION_LEGACY_SCHEMA=args.schema, PYTHONUNBUFFERED="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    digests = {**env, **DIGESTS}
     log = args.log
     result: dict = {"schema": args.schema, "changed": args.changed, "catch_up_changed": args.catch_up_changed}
     with db.connect(conn, autocommit=True) as pg:
@@ -104,29 +107,19 @@ def main() -> None:
             sql.SQL("select count(*) from {}").format(sql.Identifier(args.schema, "User"))
         ).fetchone()[0]
         result["server"] = pg.execute("show server_version").fetchone()[0]
+        result["wal_level"] = pg.execute("show wal_level").fetchone()[0]
         for schema in (settings.dry_run_schema, settings.meta_schema, settings.partial_schema):
             pg.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
         for table in ("ContextIntent", "UserProfile"):
             pg.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(args.schema, table)))
-    print(f"{result['users']:,} users, PostgreSQL {result['server']}", flush=True)
+    print(f"{result['users']:,} users, PostgreSQL {result['server']}, wal_level {result['wal_level']}", flush=True)
 
     result["dry_run"] = cli(["dry-run"], env, log)
     with db.connect(conn, autocommit=True) as pg:
-        result["reads_take"] = timed(lambda: changes.take(pg, args.schema, settings.meta_schema))
-        result["reads_record"] = timed(
-            lambda: changes.replace(pg, settings.meta_schema, "dry_run", sql.Identifier(changes.NOW))
-        )
+        result["digests_take"] = timed(lambda: changes.take(pg, args.schema, settings.meta_schema))
         result["fingerprint"] = timed(lambda: fingerprint.legacy_fingerprint(pg, args.schema))
     result["promote_create"] = cli(["promote", "--yes", "--max-conflict-rate", "1"], env, log)
-
     with db.connect(conn, autocommit=True) as pg:
-        metadata.ensure(pg, settings.meta_schema)
-
-        def scan() -> None:
-            now = changes.take(pg, args.schema, settings.meta_schema)
-            changes.changed_since(pg, settings.meta_schema, "live", now)
-
-        result["change_scan"] = timed(scan)
         users = [
             row[0]
             for row in pg.execute(
@@ -136,69 +129,27 @@ def main() -> None:
     partial = ["promote", "--yes", "--max-conflict-rate", "1"] + [arg for user in users for arg in ("--user", user)]
     result["partial_promote_10"] = cli(partial, env, log)
 
-    result["sync_rounds"] = []
-    for round_number in range(2):
-        with db.connect(conn, autocommit=True) as pg:
-            changed = change_blobs(pg, args.schema, args.changed, f"sync-{round_number}")
-        result["sync_rounds"].append({"changed_profiles": changed, "seconds": cli(["sync", "--yes"], env, log)})
+    for source, round_env in (("stream", env), ("digests", digests)):
+        rounds = []
+        for round_number in range(2):
+            with db.connect(conn, autocommit=True) as pg:
+                changed = change_blobs(pg, args.schema, args.changed, f"sync-{source}-{round_number}")
+            rounds.append({"changed_profiles": changed, "seconds": cli(["sync", "--yes"], round_env, log)})
+        result[f"sync_rounds_{source}"] = rounds
+        result[f"sync_nothing_{source}"] = cli(["sync", "--yes"], round_env, log)
 
     cli(["dry-run", "--max-conflict-rate", "1"], env, log)
     result["promote_full"] = cli(["promote", "--yes"], env, log)
-    with db.connect(conn, autocommit=True) as pg:
-        result["catch_up_changed_profiles"] = change_blobs(pg, args.schema, args.catch_up_changed, "catch-up")
-    result["promote_catch_up"] = cli(["promote", "--catch-up", "--yes"], env, log)
+    for source, round_env in (("stream", env), ("digests", digests)):
+        with db.connect(conn, autocommit=True) as pg:
+            result[f"catch_up_changed_profiles_{source}"] = change_blobs(
+                pg, args.schema, args.catch_up_changed, f"catch-up-{source}"
+            )
+        result[f"promote_catch_up_{source}"] = cli(["promote", "--catch-up", "--yes"], round_env, log)
 
-    save(result)
-    print("\n".join(render_section(load())), flush=True)
-    sys.path.insert(0, str(PROJECT / "benchmarks"))
-    import run_benchmark
-
-    run_benchmark.render(run_benchmark.load_results())
-
-
-def load() -> list[dict]:
-    return json.loads(LIVE_JSON.read_text()) if LIVE_JSON.exists() else []
-
-
-def save(result: dict) -> None:
-    """Keep the latest result per server version and size."""
-    kept = [r for r in load() if (r["server"], r["users"]) != (result["server"], result["users"])]
-    kept.append(result)
-    kept.sort(key=lambda r: (r["server"], r["users"]))
-    LIVE_JSON.write_text(json.dumps(kept, indent=2) + "\n")
-
-
-def render_section(results: list[dict]) -> list[str]:
-    """docs/benchmarks.md's section on a live application (spec §10), from docs/benchmarks-live.json."""
-    if not results:
-        return []
-    lines = [
-        "",
-        "## A live application (`promote --catch-up`, `sync`)",
-        "",
-        "Measured by `benchmarks/live_app.py` on a generated schema (see its docstring), the real CLI in",
-        "subprocesses, one after the other on the same server, on 2 cores with nothing else running; compare",
-        "figures of one row rather than across rows (each row is one run). *Reads* is what a dry run spends",
-        "recording what it read per user (the digests, then their copy into the metadata), against a",
-        "legacy fingerprint for scale; the change scan is the digests now plus the comparison, against",
-        "the 10-user partial promote the scan feeds; a sync round follows updates of one Profile of each of",
-        "the users changed; the catch-up is `promote --catch-up` after that many users changed, against a",
-        "full promote of the same dry run (every row compared, none written).",
-        "",
-        "| users | server | dry run | reads (% of the dry run) | fingerprint | change scan / partial |"
-        " sync after N changed | full promote / catch-up (M changed) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        reads = r["reads_take"] + r["reads_record"]
-        syncs = ", ".join(f"{x['seconds']} s" for x in r["sync_rounds"])
-        lines.append(
-            f"| {r['users']:,} | {r['server']} | {r['dry_run']} s | {reads:.1f} s ({100 * reads / r['dry_run']:.1f}%)"
-            f" | {r['fingerprint']} s | {r['change_scan']} s / {r['partial_promote_10']} s"
-            f" | N = {r['changed']}: {syncs} | {r['promote_full']} s / {r['promote_catch_up']} s"
-            f" (M = {r['catch_up_changed']}, +{r['promote_catch_up'] - r['promote_full']:.1f} s) |"
-        )
-    return lines + [""]
+    live_report.save(result)
+    print("\n".join(live_report.render_section(live_report.load())), flush=True)
+    subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "run_benchmark.py"), "--render-only"], check=True)
 
 
 if __name__ == "__main__":

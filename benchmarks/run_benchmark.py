@@ -915,9 +915,9 @@ def partials(entry: dict) -> str:
 
 
 def render(results: list[dict]) -> None:
-    import live_app  # the live application's section (benchmarks/live_app.py, docs/benchmarks-live.json)
+    import live_report  # the live application's section (benchmarks/live_app.py, docs/benchmarks-live.json)
 
-    RESULTS_MD.write_text(render_markdown(results) + "\n".join(live_app.render_section(live_app.load())))
+    RESULTS_MD.write_text(render_markdown(results) + "\n".join(live_report.render_section(live_report.load())))
     by_server: dict[str, list[dict]] = {}
     for entry in results:
         by_server.setdefault(entry["server"]["label"], []).append(entry)

@@ -10,6 +10,7 @@ meanwhile: its tests hold exactly, always.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -35,6 +36,7 @@ class DryRunOutcome:
     record: dict
     summary: gates.Summary
     batches: int = 1
+    change_source: dict = dataclasses.field(default_factory=dict)  # snapshot.Snapshot.source_dict()
 
     @property
     def threshold(self) -> Decimal:
@@ -61,6 +63,7 @@ class DryRunOutcome:
             "legacy_unchanged_during_build": record["fingerprint_before"] == record["fingerprint_after"],
             "nodes": self.counts(),
             "summary": self.summary.rows,
+            "change_source": self.change_source,
         }
 
 
@@ -99,7 +102,13 @@ def dry_run(
             return _build(run, feedback, ["build"])
 
         outcome = _recorded(
-            pg, settings, run, threshold, take=lambda: snapshot.take_all(pg, settings), build=build, batches=batches
+            pg,
+            settings,
+            run,
+            threshold,
+            take=lambda: snapshot.take_all(pg, settings, conn),
+            build=build,
+            batches=batches,
         )
     outcome.batches = batches
     if outcome.record["status"] != "built":
@@ -109,6 +118,16 @@ def dry_run(
             "Note: the legacy tables changed during the dry run ("
             + fingerprint.describe_difference(outcome.record["fingerprint_before"], outcome.record["fingerprint_after"])
             + "): promote it with --catch-up, which rebuilds the users changed since it read them."
+        )
+    if outcome.change_source.get("source") == "wal":
+        feedback.note(
+            "Note: a replication slot now follows the legacy tables' changes from this dry run's moment, so that "
+            "`promote --catch-up` and `sync` read only what changed; it holds WAL back on the server until the "
+            "cutover ends (`sync --end`) or `orchestrator cleanup` drops it (docs/cutover.md)."
+        )
+    elif outcome.change_source.get("note"):
+        feedback.note(
+            f"Note: no change stream ({outcome.change_source['note']}): catch-ups compare every user's digests."
         )
     return outcome
 
@@ -215,7 +234,7 @@ def _recorded(
     record = metadata.latest_dry_run(
         pg, settings.meta_schema, dry_run_schema=run.dry_run_schema, legacy_schema=settings.legacy_schema
     )
-    return DryRunOutcome(dbt=result, record=record, summary=summary)
+    return DryRunOutcome(dbt=result, record=record, summary=summary, change_source=taken.source_dict())
 
 
 def _verdict(result: DbtResult) -> tuple[str, int, str | None]:
@@ -362,13 +381,18 @@ def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_
         targets = _physical_tables(pg, target_schema, model)
         if not targets:
             continue
-        owned = sql.SQL("t.user_id in (select user_id from {})").format(users)
-        if has_profile_id:
-            owned = sql.SQL(
-                "({} or (t.user_id is null and t.legacy_profile_id in (select legacy_profile_id from {})))"
-            ).format(owned, profiles)
         for target in targets:
-            pg.execute(sql.SQL("delete from {} as t where {}").format(sql.Identifier(target_schema, target), owned))
+            table = sql.Identifier(target_schema, target)
+            _index_owners(pg, target_schema, target, has_profile_id)
+            # two statements, each on its index: an OR of the two would scan the table
+            pg.execute(sql.SQL("delete from {} as t where t.user_id in (select user_id from {})").format(table, users))
+            if has_profile_id:
+                pg.execute(
+                    sql.SQL(
+                        "delete from {} as t where t.user_id is null"
+                        " and t.legacy_profile_id in (select legacy_profile_id from {})"
+                    ).format(table, profiles)
+                )
         columns = sql.SQL(", ").join(
             sql.Identifier(name)
             for (name,) in pg.execute(
@@ -386,6 +410,28 @@ def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_
         )
         spliced.append(model)
     return spliced
+
+
+def _index_owners(pg: psycopg.Connection, schema: str, table: str, has_profile_id: bool) -> None:
+    """The indexes a splice deletes through, made once per dry-run table (a dry run makes its tables anew):
+    by user, and the orphan rows by legacy profile; a splice then costs what it replaces, not the table."""
+    wanted = [("user_id", sql.SQL("(user_id)"))]
+    if has_profile_id:
+        wanted.append(("legacy_profile_id", sql.SQL("(legacy_profile_id) where user_id is null")))
+    for column, definition in wanted:
+        present = pg.execute(
+            "select from pg_index as i join pg_class as c on c.oid = i.indrelid join pg_namespace as n"
+            " on n.oid = c.relnamespace join pg_attribute as a on a.attrelid = c.oid and a.attnum = i.indkey[0]"
+            " where n.nspname = %s and c.relname = %s and a.attname = %s",
+            [schema, table, column],
+        ).fetchone()
+        if present is None:
+            name = "splice_" + hashlib.sha256(f"{table}\0{column}".encode()).hexdigest()[:24]
+            pg.execute(
+                sql.SQL("create index {} on {} {}").format(
+                    sql.Identifier(name), sql.Identifier(schema, table), definition
+                )
+            )
 
 
 def _physical_tables(pg: psycopg.Connection, schema: str, model: str) -> list[str]:

@@ -107,11 +107,31 @@ def _copy_decisions(pg: psycopg.Connection, settings: Settings) -> None:
         pg.execute(sql.SQL("create unlogged table {} as select * from {}").format(target, source))
 
 
-def take_all(pg: psycopg.Connection, settings: Settings) -> Snapshot:
-    """A full dry run's snapshot: the copy made anew from every legacy row, the digests of every owner."""
-    stream.drop(pg, settings)  # the copy is made anew: a change stream's position no longer describes it
+def take_all(pg: psycopg.Connection, settings: Settings, conn: ConnInfo) -> Snapshot:
+    """A full dry run's snapshot: the copy made anew from every legacy row, the digests of every owner.
+    Where the server offers the change stream (orchestrator/stream.py), a new slot's exported snapshot is
+    that moment: the catch-up and the rounds after read the changes since, not the whole tables."""
+    reason = stream.not_offered(pg, settings)
+    with contextlib.suppress(psycopg.Error, Busy):  # the copy is made anew: an older slot's position is not its
+        stream.drop(pg, settings)
+    if reason is None:
+        try:
+            with stream.created(pg, conn, settings) as made:
+                reads = _copy_all(pg, settings, made)
+        except stream.StreamGap as gap:
+            reason = str(gap)
+    if reason is not None:
+        reads = _copy_all(pg, settings, None)
+    _index(pg, settings, by_key=reason is None)
+    taken = Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema), note=reason)
+    if reason is None:
+        taken.source, taken.note = "wal", "made the change stream's slot"
+    return taken
+
+
+def _copy_all(pg: psycopg.Connection, settings: Settings, made: stream.Created | None) -> sql.Identifier:
     with pg.transaction():
-        _begin(pg)
+        _begin(pg, made.snapshot if made else None)
         _ensure_schema(pg, settings)
         for table in TABLES:
             # the staging views of the last build read the old copy: dropped with it, the build makes them again
@@ -123,8 +143,9 @@ def take_all(pg: psycopg.Connection, settings: Settings) -> Snapshot:
             )
         _copy_decisions(pg, settings)
         reads = changes.take(pg, settings.legacy_schema, settings.meta_schema)
-    _index(pg, settings)
-    return Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema))
+        if made:
+            stream.record(pg, settings, made.slot, made.position, created_now=True)
+    return reads
 
 
 def take_users(pg: psycopg.Connection, settings: Settings) -> Snapshot:
@@ -354,10 +375,13 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 
 
-def _index(pg: psycopg.Connection, settings: Settings) -> None:
-    """Index the copy by owner (after the load: one bulk build) and give the planner its statistics."""
+def _index(pg: psycopg.Connection, settings: Settings, *, by_key: bool = False) -> None:
+    """Index the copy by owner (after the load: one bulk build), and by key when a change stream will name
+    rows by key (stream.prepare_copy), and give the planner its statistics."""
     for table, column in INDEXES.items():
         pg.execute(sql.SQL("create index on {} ({})").format(_copy(settings, table), sql.Identifier(column)))
+    if by_key:
+        stream.prepare_copy(pg, settings)
     for table in TABLES:
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 

@@ -273,8 +273,9 @@ def _build_user_batches(settings: Settings, conn: ConnInfo, feedback: Feedback, 
 # -- catching the dry-run state up ----------------------------------------------------------------------
 
 # what a catch-up rebuilds in the dry-run schema once the changed owners' rows are in place: the summary
-# (from the counts of every model) and the tests that read it
-SUMMARY_SELECTION = ["migration_counts", "migration_summary", "key_accounting_reconciles"]
+# (from the counts of every model) and the tests on it. Not the key accounting test: it holds per legacy
+# profile, the rebuild tested it on every profile it replaced, and the splice touched no other
+SUMMARY_SELECTION = ["migration_counts", "migration_summary"]
 
 
 def catch_up(

@@ -235,7 +235,8 @@ def created(pg: psycopg.Connection, conn: ConnInfo, settings: Settings) -> Itera
         raise StreamGap(f"the server refused a replication connection ({' '.join(str(exc).split())[:200]})") from None
     with replication:
         syntax = "(SNAPSHOT 'export')" if replication.info.server_version >= 150000 else "EXPORT_SNAPSHOT"
-        # a replication command takes the simple query protocol only (libpq's PQexec)
+        # a replication command takes the simple query protocol only (libpq's PQexec); the name is ours
+        # (slot_name: letters, digits and "_"), never a user's
         result = replication.pgconn.exec_(f"CREATE_REPLICATION_SLOT {name} LOGICAL {PLUGIN} {syntax}".encode())
         if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
             raise StreamGap(f"could not create the replication slot: {result.error_message.decode().strip()}")
@@ -276,11 +277,18 @@ def read(pg: psycopg.Connection, settings: Settings, slot: str, after: str) -> R
         _printed(pg, settings.meta_schema, decision_store.TABLE): decision_store.TABLE
     }
     prefixes = [f"table {name}: " for name in names]
+    _flush(pg, settings)
+    try:
+        return _read(pg, slot, after, names, prefixes)
+    except psycopg.errors.ObjectInUse:
+        raise Busy(f"the replication slot {slot} is in use by another session: try again") from None
+
+
+def _read(pg: psycopg.Connection, slot: str, after: str, names: dict[str, str], prefixes: list[str]) -> Read:
     net: dict[tuple[str, str], Row | None] = {}
     decision_users: set[str] = set()
     pending: list[tuple[str, str]] = []
     position, transactions = None, 0
-    _flush(pg, settings)
     with pg.transaction(), pg.cursor(name="orchestrator_stream") as cursor:
         cursor.itersize = 2000
         cursor.execute(

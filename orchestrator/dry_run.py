@@ -106,10 +106,13 @@ def dry_run(
             settings,
             run,
             threshold,
-            take=lambda: snapshot.take_all(pg, settings, conn),
+            take=lambda: snapshot.take_all(pg, settings),
             build=build,
             batches=batches,
         )
+        if outcome.record["status"] == "built":
+            # after the build's bulk writes, which a slot made before them would have to decode for nothing
+            outcome.change_source = snapshot.anchor(pg, settings, conn)
     outcome.batches = batches
     if outcome.record["status"] != "built":
         raise CheckFailed(outcome.dbt.describe_failure() + ": the dry run is not promotable")
@@ -121,9 +124,10 @@ def dry_run(
         )
     if outcome.change_source.get("source") == "wal":
         feedback.note(
-            "Note: a replication slot now follows the legacy tables' changes from this dry run's moment, so that "
-            "`promote --catch-up` and `sync` read only what changed; it holds WAL back on the server until the "
-            "cutover ends (`sync --end`) or `orchestrator cleanup` drops it (docs/cutover.md)."
+            "Note: a replication slot now follows the legacy tables' changes (from the end of this dry run; "
+            f"{outcome.change_source['note'].partition('(')[2].rstrip(')')}), so that `promote --catch-up` and "
+            "`sync` read only what changed; it holds WAL back on the server until the cutover ends (`sync --end`) "
+            "or `orchestrator cleanup` drops it (docs/cutover.md)."
         )
     elif outcome.change_source.get("note"):
         feedback.note(
@@ -172,7 +176,7 @@ def rebuild_users(
             settings,
             run,
             max_conflict_rate,
-            take=lambda: taken if taken is not None else snapshot.take_users(pg, settings),
+            take=lambda: taken if taken is not None else snapshot.take_users(pg, settings, conn),
             build=build,
             partial=True,
         )

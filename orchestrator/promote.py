@@ -55,6 +55,12 @@ class PromoteResult:
         }
 
 
+# a promote that wrote at least this many live rows makes the change stream's slot anew after its commit
+# (snapshot.anchor: one comparison of every owner's digests) rather than leave the next round to decode its
+# WAL (tens of thousands of rows a second; the comparison is a few seconds per million users)
+ANCHOR_ROWS = 50_000
+
+
 def promote(
     settings: Settings,
     conn: ConnInfo,
@@ -149,6 +155,11 @@ def promote(
             rebuilt=caught_up.rebuilt if caught_up is not None else None,
             hold_back=held_back or [],
         )
+        written = sum(c["inserted"] + c["updated"] + c["deleted"] for c in published.plan.values())
+        if users is None and written >= ANCHOR_ROWS:
+            # the next round would decode this write's WAL for nothing: the change stream starts after it
+            with locks.dry_run_lock(pg):
+                snapshot.anchor(pg, settings, conn)
         return PromoteResult(
             published.run_id,
             published.plan,

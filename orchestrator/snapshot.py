@@ -107,26 +107,35 @@ def _copy_decisions(pg: psycopg.Connection, settings: Settings) -> None:
         pg.execute(sql.SQL("create unlogged table {} as select * from {}").format(target, source))
 
 
-def take_all(pg: psycopg.Connection, settings: Settings, conn: ConnInfo) -> Snapshot:
+def take_all(pg: psycopg.Connection, settings: Settings) -> Snapshot:
     """A full dry run's snapshot: the copy made anew from every legacy row, the digests of every owner.
-    Where the server offers the change stream (orchestrator/stream.py), a new slot's exported snapshot is
-    that moment: the catch-up and the rounds after read the changes since, not the whole tables."""
-    reason = stream.not_offered(pg, settings)
+    (The change stream's slot is made after the build: anchor().)"""
     with contextlib.suppress(psycopg.Error, Busy):  # the copy is made anew: an older slot's position is not its
         stream.drop(pg, settings)
-    if reason is None:
-        try:
-            with stream.created(pg, conn, settings) as made:
-                reads = _copy_all(pg, settings, made)
-        except stream.StreamGap as gap:
-            reason = str(gap)
+    reads = _copy_all(pg, settings, None)
+    _index(pg, settings)
+    return Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema))
+
+
+def anchor(pg: psycopg.Connection, settings: Settings, conn: ConnInfo) -> dict:
+    """Where the server offers the change stream: (re)make its slot now, after a bulk write of our own (a
+    dry run's build, a promote of every user), whose WAL the next round would otherwise decode for nothing.
+    In the new slot's exported snapshot, every owner's digests are compared with the dry-run state's; the
+    owners changed since (by the application, meanwhile) get their rows of that moment in the copy and wait,
+    recorded, for the next catch-up or round to rebuild them. The copy is then the legacy data at the slot's
+    start. Returns how changes will be found (Snapshot.source_dict); the caller holds the dry-run lock."""
+    reason = stream.not_offered(pg, settings)
     if reason is not None:
-        reads = _copy_all(pg, settings, None)
-    _index(pg, settings, by_key=reason is None)
-    taken = Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema), note=reason)
-    if reason is None:
-        taken.source, taken.note = "wal", "made the change stream's slot"
-    return taken
+        return {"source": "digests", "note": reason, "slot_retained_bytes": None, "transactions_read": 0}
+    try:
+        with stream.created(pg, conn, settings) as made:
+            taken = _take_by_digests(pg, settings, ("dry_run",), (), False, made, pending=True)
+    except stream.StreamGap as gap:
+        return {"source": "digests", "note": str(gap), "slot_retained_bytes": None, "transactions_read": 0}
+    stream.prepare_copy(pg, settings)
+    pending = taken.changed.describe() if taken.changed else "nothing"
+    taken.source, taken.note = "wal", f"made the change stream's slot ({pending} changed meanwhile, to rebuild)"
+    return taken.source_dict()
 
 
 def _copy_all(pg: psycopg.Connection, settings: Settings, made: stream.Created | None) -> sql.Identifier:
@@ -148,16 +157,44 @@ def _copy_all(pg: psycopg.Connection, settings: Settings, made: stream.Created |
     return reads
 
 
-def take_users(pg: psycopg.Connection, settings: Settings) -> Snapshot:
+def take_users(pg: psycopg.Connection, settings: Settings, conn: ConnInfo) -> Snapshot:
     """A ``--user`` rebuild's snapshot: the users of the metadata's scope table, their rows put in place of
-    theirs in the copy, and their digests (changes.REBUILT)."""
+    theirs in the copy, and their digests (changes.REBUILT). With the change stream, the whole copy is
+    brought to the stream's last commit instead (what changed for other users waits, recorded, for the
+    dry-run state's next catch-up), and the users' rows are read from it: no legacy table is scanned."""
     scope = metadata.scope_table(settings.meta_schema)
+    followed = stream.recorded(pg, settings) if stream.not_offered(pg, settings) is None else None
+    if followed is not None and stream.health(pg, followed[0]) is None:
+        with contextlib.suppress(stream.StreamGap):
+            return _take_users_from_stream(pg, settings, followed, scope)
     with pg.transaction():
         _begin(pg)
         _ensure_copy(pg, settings)
         _replace_owners(pg, settings, chat_messages="of the owners")
         reads = changes.take(pg, settings.legacy_schema, settings.meta_schema, scope, name=changes.REBUILT)
     return Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema, scope))
+
+
+def _take_users_from_stream(
+    pg: psycopg.Connection, settings: Settings, followed: tuple[str, str], scope: sql.Identifier
+) -> Snapshot:
+    slot, position = followed
+    read = stream.read(pg, settings, slot, position)
+    with pg.transaction():
+        _begin(pg)
+        _ensure_copy(pg, settings, require_rows=True)
+        users, profiles = stream.apply(pg, settings, read) if read.net or read.decision_users else ([], [])
+        stream.pending_owners(pg, settings, users, profiles)
+        scope_users = [row[0] for row in pg.execute(sql.SQL("select user_id from {}").format(scope))]
+        at = read.position or position
+        reads = changes.streamed(pg, changes.Changes(scope_users, []), at, name=changes.REBUILT)
+        if read.position is not None:
+            stream.record(pg, settings, slot, read.position)
+    if read.position is not None:
+        stream.advance(pg, slot, read.position)
+    taken = Snapshot(reads, fingerprint.legacy_fingerprint(pg, settings.snapshot_schema, scope), source="wal")
+    taken.transactions = read.transactions
+    return taken
 
 
 def take_changed(
@@ -213,10 +250,13 @@ def _take_by_digests(
     users_only: tuple[str, ...],
     with_fingerprint: bool,
     made: stream.Created | None,
+    *,
+    pending: bool = False,
 ) -> Snapshot:
     """The digests of every owner now, compared with each state's, in one transaction (in the snapshot
     ``made`` exported, the new slot's start, then recorded as the copy's position: the chat messages are
-    copied anew then, whatever changed)."""
+    copied anew then, whatever changed). ``pending``: the owners changed are recorded for the next run to
+    rebuild (stream.pending_owners), not rebuilt by this one."""
     with pg.transaction():
         _begin(pg, made.snapshot if made else None)
         reads = changes.take(pg, settings.legacy_schema, settings.meta_schema)
@@ -230,6 +270,8 @@ def _take_by_digests(
             _replace_owners(pg, settings, chat_messages="all")
         if made:
             stream.record(pg, settings, made.slot, made.position, created_now=True)
+        if pending:
+            stream.pending_owners(pg, settings, changed.users, changed.profiles)
     taken = fingerprint.legacy_fingerprint(pg, settings.snapshot_schema) if with_fingerprint and changed else None
     return Snapshot(reads, taken, changed, source="digests")
 
@@ -334,6 +376,7 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         "new_context_profiles": sql.Identifier("pg_temp", "snapshot_context_profiles"),
         "new_profiles": sql.Identifier("pg_temp", "snapshot_profiles"),
         "old_context_profiles": sql.Identifier("pg_temp", "snapshot_old_context_profiles"),
+        "chat_index": sql.Identifier(settings.snapshot_schema, stream.key_index("ChatMessage")),
     }
     statements = [
         # the owners' rows now: their context profiles, the Profiles of those, and the scope's orphan Profiles
@@ -359,6 +402,9 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
     ]
     if chat_messages == "all":
         statements += [
+            # the change stream's key index is built again after the load (stream.prepare_copy): one bulk
+            # build instead of 10 million insertions into it
+            "drop index if exists {chat_index}",
             "truncate {chat_message}",
             "insert into {chat_message} select {chat_columns} from {legacy_chat_message}",
         ]
@@ -375,13 +421,10 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 
 
-def _index(pg: psycopg.Connection, settings: Settings, *, by_key: bool = False) -> None:
-    """Index the copy by owner (after the load: one bulk build), and by key when a change stream will name
-    rows by key (stream.prepare_copy), and give the planner its statistics."""
+def _index(pg: psycopg.Connection, settings: Settings) -> None:
+    """Index the copy by owner (after the load: one bulk build) and give the planner its statistics."""
     for table, column in INDEXES.items():
         pg.execute(sql.SQL("create index on {} ({})").format(_copy(settings, table), sql.Identifier(column)))
-    if by_key:
-        stream.prepare_copy(pg, settings)
     for table in TABLES:
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 

@@ -533,11 +533,15 @@ def _apply_table(pg: psycopg.Connection, settings: Settings, net_table: sql.Iden
     pg.execute(sql.SQL("insert into {} select * from {}").format(target, new_rows))
 
 
+def key_index(table: str) -> str:
+    return f"{table}_stream_id"
+
+
 def prepare_copy(pg: psycopg.Connection, settings: Settings) -> None:
     """The copy's rows reached by key (the stream names rows by id) as well as by owner."""
     for table in LEGACY:
         pg.execute(
             sql.SQL("create index if not exists {} on {} (id)").format(
-                sql.Identifier(f"{table}_stream_id"), sql.Identifier(settings.snapshot_schema, table)
+                sql.Identifier(key_index(table)), sql.Identifier(settings.snapshot_schema, table)
             )
         )

@@ -120,11 +120,11 @@ def test_changes_fold_into_each_rows_net_change():
 # -- on the server -------------------------------------------------------------------------------------------
 
 
-def test_the_first_round_makes_the_slot_and_the_next_ones_read_the_stream(promoted):  # noqa: F811
+def test_the_dry_run_makes_the_slot_and_every_round_reads_the_stream(promoted):  # noqa: F811
     settings, conn = promoted
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
     first = round_(settings, conn)
-    assert first.change_source["source"] == "digests" and "made the change stream's slot" in first.change_source["note"]
+    assert first.change_source["source"] == "wal" and first.change_source["transactions_read"] == 1
     assert first.changed.users == ["u02"]
     # a write, a move between users, an orphan made, a user deleted (its rows by the cascade)
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Oslo"}}' where id = 'p02r'""")
@@ -257,3 +257,47 @@ def test_a_round_killed_at_a_stream_point_loses_no_change(promoted, cli_env, tmp
     assert differences(conn, settings, dry_run_too=True, threshold=EVERYTHING) == []
     assert copy_differences(conn, settings) == {}
     assert round_(settings, conn).run_id is None
+
+
+def test_a_user_promote_reads_its_users_from_the_copy_the_stream_keeps(promoted):  # noqa: F811
+    """`promote --user` brings the copy to the stream's last commit and reads its users from it; what it
+    read of other users waits for the next round, which rebuilds them."""
+    from orchestrator import promote as promoting
+
+    settings, conn = promoted
+    execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
+    execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Porto"}}' where id = 'p03r'""")
+    promoting.promote(settings, conn, users=["u02"], max_conflict_rate=EVERYTHING, confirm=no_prompt)
+    assert copy_differences(conn, settings) == {}
+    live = dict(
+        query(conn, f"""select "userId", location from {LEGACY}."UserProfile" where "userId" in ('u02', 'u03')""")
+    )
+    assert live["u02"] == "Lisbon" and live["u03"] != "Porto"
+    after = round_(settings, conn)
+    assert after.change_source["source"] == "wal" and "u03" in after.changed.users
+    assert differences(conn, settings, dry_run_too=True, threshold=EVERYTHING) == []
+
+
+def test_a_promote_that_wrote_much_starts_the_stream_after_its_write(promoted, monkeypatch):  # noqa: F811
+    """The next round does not decode a large promote's own writes: the slot is made anew after it, and what
+    the application changed meanwhile is still found."""
+    from orchestrator import promote as promoting
+
+    settings, conn = promoted
+    execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
+    monkeypatch.setattr(promoting, "ANCHOR_ROWS", 1)
+
+    def change_meanwhile(_plan) -> None:  # after the gates, before the publish's transaction
+        execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Porto"}}' where id = 'p03r'""")
+
+    promoting.promote(settings, conn, catch_up=True, max_conflict_rate=EVERYTHING, confirm=change_meanwhile)
+    with psycopg.connect(**conn.kwargs(), autocommit=True) as pg:
+        stream._flush(pg, settings)
+        ours = pg.execute(
+            "select count(*) from pg_logical_slot_peek_changes(%s, null, null) where data like %s",
+            [stream.slot_name(pg, settings), f'table {LEGACY}."UserProfile"%'],
+        ).fetchone()[0]
+    assert ours == 0
+    after = round_(settings, conn)
+    assert "u03" in after.changed.users, after.as_dict()
+    assert differences(conn, settings, dry_run_too=True, threshold=EVERYTHING) == []

@@ -38,6 +38,10 @@ from orchestrator.db import LEGACY_TABLES
 
 # (fault point, live state after the fault, whether the killed round's `started` audit row is left behind)
 SYNC_FAULTS = [
+    # the change stream (orchestrator/stream.py): read, applied to the copy, committed before the slot advanced
+    ("stream:read", "old", False),
+    ("stream:applied", "old", False),
+    ("stream:committed", "old", False),
     ("catch-up:after-splice", "old", False),  # the dry-run state caught up (recorded `started`), nothing live
     ("sync:started", "old", True),  # `started` recorded, transaction not begun
     ("promote:mid-write", "old", True),  # the round's users: changed rows deleted (backed up), not re-inserted

@@ -55,10 +55,11 @@ class PromoteResult:
         }
 
 
-# a promote that wrote at least this many live rows makes the change stream's slot anew after its commit
-# (snapshot.anchor: one comparison of every owner's digests) rather than leave the next round to decode its
-# WAL (tens of thousands of rows a second; the comparison is a few seconds per million users)
-ANCHOR_ROWS = 50_000
+# a promote whose transaction wrote at least this much WAL (live rows, and the metadata it refreshes: the
+# live tables' row hashes, the reads of every user) makes the change stream's slot anew after its commit
+# (snapshot.anchor: one comparison of every owner's digests, a few seconds per million users) rather than
+# leave the next round to decode it (test_decoding prints every row: about 85,000 rows a second)
+ANCHOR_WAL_BYTES = 32 << 20
 
 
 def promote(
@@ -140,6 +141,7 @@ def promote(
         refuse_failed_gates(pg, settings, checked, audit, "promote")
         fault_point("promote:after-gates")
         reads = changes.Reads.users(users, changes.REBUILT) if users is not None else changes.Reads.whole("dry_run")
+        wal_before = pg.execute("select pg_current_wal_insert_lsn()::text").fetchone()[0]
         published = publish(
             pg,
             settings,
@@ -155,8 +157,8 @@ def promote(
             rebuilt=caught_up.rebuilt if caught_up is not None else None,
             hold_back=held_back or [],
         )
-        written = sum(c["inserted"] + c["updated"] + c["deleted"] for c in published.plan.values())
-        if users is None and written >= ANCHOR_ROWS:
+        wal_written = pg.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [wal_before])
+        if users is None and published.run_id is not None and wal_written.fetchone()[0] >= ANCHOR_WAL_BYTES:
             # the next round would decode this write's WAL for nothing: the change stream starts after it
             with locks.dry_run_lock(pg):
                 snapshot.anchor(pg, settings, conn)

@@ -44,8 +44,9 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from orchestrator import db, decision_store
+from orchestrator import db, decision_store, decoding
 from orchestrator.config import ConnInfo, Settings
+from orchestrator.decoding import DELETED, Row, StreamGap
 from orchestrator.errors import Busy, OrchestratorError
 
 PLUGIN = "test_decoding"
@@ -56,11 +57,6 @@ DEFAULT_WARN_BYTES = 1 << 30  # `sync` warns when the slot retains more WAL than
 TABLE = "change_stream"  # the metadata table of the slot and the position the copy is at
 OWNERS = "stream_owners"  # ... and of the owners changed in the copy that the dry-run state has not rebuilt yet
 LEGACY = ("User", "ContextProfile", "Profile", "ChatMessage")  # the copy's tables the stream keeps current
-UNCHANGED = object()  # an update's TOASTed value it did not change: the copy's stays
-
-
-class StreamGap(Exception):
-    """The stream cannot say what changed (a TRUNCATE, a delete naming no key): compare the digests."""
 
 
 # -- is it offered ----------------------------------------------------------------------------------------
@@ -253,16 +249,6 @@ def advance(pg: psycopg.Connection, slot: str, position: str) -> None:
 
 
 @dataclasses.dataclass
-class Row:
-    values: dict[str, str | None]  # column -> its text, as the server printed it
-    keep: set[str]  # columns whose value stays the copy's (an unchanged TOASTed value)
-    keep_from: str  # the key of the copy's row they come from
-
-
-DELETED = None
-
-
-@dataclasses.dataclass
 class Read:
     position: str | None  # the last commit read (None: nothing new)
     net: dict[tuple[str, str], Row | None]  # (table, key) -> the row now, or DELETED
@@ -303,7 +289,7 @@ def _read(pg: psycopg.Connection, slot: str, after: str, names: dict[str, str], 
                 continue
             if new and pending:
                 for _, line in pending:
-                    _fold(net, decision_users, names, line)
+                    decoding.fold(net, decision_users, names, line)
                 transactions += 1
             if new:
                 position = lsn
@@ -323,109 +309,6 @@ def _flush(pg: psycopg.Connection, settings: Settings) -> None:
 def _printed(pg: psycopg.Connection, schema: str, table: str) -> str:
     """How test_decoding names a table: quote_identifier of each part."""
     return pg.execute("select quote_ident(%s) || '.' || quote_ident(%s)", [schema, table]).fetchone()[0]
-
-
-def _fold(net: dict, decision_users: set[str], names: dict[str, str], line: str) -> None:
-    head, _, rest = line.partition(": ")
-    table = names[head[len("table ") :]]
-    action, _, rest = rest.partition(": ")
-    if action == "TRUNCATE":
-        raise StreamGap(f"{table!r} was truncated")
-    old, new = parse_tuple(rest)
-    if action == "DELETE":  # its key (or, under REPLICA IDENTITY FULL, its whole row) is its only tuple
-        old, new = old or new, None
-    if table == decision_store.TABLE:
-        decision_users.update(t["user_id"] for t in (old, new) if t and isinstance(t.get("user_id"), str))
-        return
-    if action == "DELETE":
-        if not old or not isinstance(old.get("id"), str):
-            raise StreamGap(f"a row deleted in {table!r} named no key")
-        net[(table, old["id"])] = DELETED
-        return
-    if new is None or not isinstance(new.get("id"), str):
-        raise StreamGap(f"a change of {table!r} named no key")
-    key = new["id"]
-    old_key = old["id"] if old and isinstance(old.get("id"), str) else key
-    previous = net.get((table, old_key))
-    if old_key != key:
-        net[(table, old_key)] = DELETED
-    if action == "INSERT":
-        net[(table, key)] = Row({c: v for c, v in new.items() if v is not UNCHANGED}, set(), key)
-        return
-    values = {c: v for c, v in new.items() if v is not UNCHANGED}
-    keep: set[str] = set()
-    keep_from = old_key
-    for column in (c for c, v in new.items() if v is UNCHANGED):
-        if previous is not None and column in previous.values:
-            values[column] = previous.values[column]
-        else:
-            keep.add(column)
-    if previous is not None:
-        keep_from = previous.keep_from
-        keep |= {c for c in previous.keep if c not in values}
-    net[(table, key)] = Row(values, keep, keep_from)
-
-
-def parse_tuple(text: str) -> tuple[dict | None, dict | None]:
-    """test_decoding's columns: ``name[type]:value ...``, with ``old-key:`` / ``new-tuple:`` parts on an
-    update that changed its key (or under REPLICA IDENTITY FULL): (old, new), old None without them."""
-    old: dict | None = None
-    current: dict = {}
-    i, n = 0, len(text)
-    if text.startswith("(no-tuple-data)"):
-        return None, None
-    while i < n:
-        if text[i] == " ":
-            i += 1
-            continue
-        if text.startswith("old-key: ", i):
-            i += len("old-key: ")
-            continue
-        if text.startswith("new-tuple: ", i):
-            old, current = current, {}
-            i += len("new-tuple: ")
-            continue
-        if text[i] == '"':
-            j = i + 1
-            name = []
-            while True:
-                k = text.index('"', j)
-                name.append(text[j:k])
-                if text.startswith('""', k):
-                    name.append('"')
-                    j = k + 2
-                    continue
-                i = k + 1
-                break
-            column = "".join(name)
-        else:
-            k = text.index("[", i)
-            column, i = text[i:k], k
-        if text[i] != "[":
-            raise ValueError(f"unexpected test_decoding output near {text[i : i + 40]!r}")
-        i = text.index("]:", i) + 2
-        if text.startswith("null", i) and (i + 4 == n or text[i + 4] == " "):
-            value, i = None, i + 4
-        elif text.startswith("unchanged-toast-datum", i):
-            value, i = UNCHANGED, i + len("unchanged-toast-datum")
-        elif text[i] == "'":
-            j, parts = i + 1, []
-            while True:
-                k = text.index("'", j)
-                parts.append(text[j:k])
-                if text.startswith("''", k):
-                    parts.append("'")
-                    j = k + 2
-                    continue
-                i = k + 1
-                break
-            value = "".join(parts)
-        else:
-            k = text.find(" ", i)
-            k = n if k < 0 else k
-            value, i = text[i:k], k
-        current[column] = value
-    return old, current
 
 
 def apply(pg: psycopg.Connection, settings: Settings, changes_read: Read) -> tuple[list[str], list[str]]:

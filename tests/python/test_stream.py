@@ -18,7 +18,7 @@ from helpers import EVERYTHING, no_prompt, run_cli
 from psycopg import sql
 from test_live_sync import differences, promoted  # noqa: F401  (promoted: a fixture)
 
-from orchestrator import stream, sync
+from orchestrator import decoding, stream, sync
 from orchestrator.errors import OrchestratorError
 
 LEGACY = "legacy_fixtures"
@@ -67,7 +67,7 @@ def slot_of(settings, conn) -> str:
 
 
 def test_the_parser_reads_every_shape_test_decoding_prints():
-    old, new = stream.parse_tuple(
+    old, new = decoding.parse_tuple(
         "id[text]:'p''1' \"contextProfileId\"[text]:null data[jsonb]:'{\"a]: b\": \"it''s null\"}'"
         " n[integer]:-5 f[double precision]:NaN ok[boolean]:true tags[text[]]:'{\"x y\",z}'"
         ' "we""ird"[character varying(3)]:\'a b\' big[text]:unchanged-toast-datum'
@@ -82,39 +82,41 @@ def test_the_parser_reads_every_shape_test_decoding_prints():
         "ok": "true",
         "tags": '{"x y",z}',
         'we"ird': "a b",
-        "big": stream.UNCHANGED,
+        "big": decoding.UNCHANGED,
     }
-    old, new = stream.parse_tuple("old-key: id[text]:'a' new-tuple: id[text]:'b' v[text]:'x'")
+    old, new = decoding.parse_tuple("old-key: id[text]:'a' new-tuple: id[text]:'b' v[text]:'x'")
     assert old == {"id": "a"} and new == {"id": "b", "v": "x"}
-    assert stream.parse_tuple("(no-tuple-data)") == (None, None)
+    assert decoding.parse_tuple("(no-tuple-data)") == (None, None)
 
 
 def test_changes_fold_into_each_rows_net_change():
-    names = {'s."Profile"': "Profile", "s.conflict_decisions": "conflict_decisions"}
+    names = {'s."Profile"': "Profile", "s.conflict_decisions": decoding.DECISIONS}
     net, users = {}, set()
 
     def fold(line):
-        stream._fold(net, users, names, line)
+        decoding.fold(net, users, names, line)
 
     fold("table s.\"Profile\": INSERT: id[text]:'p1' data[jsonb]:'{}' n[integer]:1")
     fold("table s.\"Profile\": UPDATE: id[text]:'p1' data[jsonb]:unchanged-toast-datum n[integer]:2")
-    assert net[("Profile", "p1")] == stream.Row({"id": "p1", "data": "{}", "n": "2"}, set(), "p1")
+    assert net[("Profile", "p1")] == decoding.Row({"id": "p1", "data": "{}", "n": "2"}, set(), "p1")
     fold("table s.\"Profile\": UPDATE: id[text]:'p2' data[jsonb]:unchanged-toast-datum n[integer]:3")
-    assert net[("Profile", "p2")] == stream.Row({"id": "p2", "n": "3"}, {"data"}, "p2")  # the copy's data stays
+    assert net[("Profile", "p2")] == decoding.Row({"id": "p2", "n": "3"}, {"data"}, "p2")  # the copy's data stays
     fold(
         "table s.\"Profile\": UPDATE: old-key: id[text]:'p2' new-tuple: id[text]:'p3' data[jsonb]:unchanged-toast-datum"
         " n[integer]:3"
     )
-    assert net[("Profile", "p2")] is stream.DELETED
-    assert net[("Profile", "p3")] == stream.Row({"id": "p3", "n": "3"}, {"data"}, "p2")  # from the copy's p2
+    assert net[("Profile", "p2")] is decoding.DELETED
+    assert net[("Profile", "p3")] == decoding.Row({"id": "p3", "n": "3"}, {"data"}, "p2")  # from the copy's p2
     fold("table s.\"Profile\": DELETE: id[text]:'p1'")
-    assert net[("Profile", "p1")] is stream.DELETED
+    assert net[("Profile", "p1")] is decoding.DELETED
     fold("table s.conflict_decisions: DELETE: user_id[text]:'u9' field[text]:'name'")
     assert users == {"u9"}
-    with pytest.raises(stream.StreamGap):
+    with pytest.raises(decoding.StreamGap):
         fold('table s."Profile": TRUNCATE: (no-flags)')
-    with pytest.raises(stream.StreamGap):
+    with pytest.raises(decoding.StreamGap):
         fold('table s."Profile": DELETE: (no-tuple-data)')
+    with pytest.raises(decoding.StreamGap):  # never a guess: the digests instead
+        fold("table s.\"Profile\": UPDATE: id[text]:'p1 data[jsonb]:'{}'")
 
 
 # -- on the server -------------------------------------------------------------------------------------------

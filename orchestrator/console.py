@@ -295,7 +295,8 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
     if result.caught_up is not None and not result.caught_up.changed:
         console.print(
             f"Caught up: nothing changed since dry run {result.caught_up.reviewed['dry_run_id']} read the legacy "
-            "data. Follow later writes with `orchestrator sync --follow`.",
+            f"data ({change_source_text(result.caught_up.source)}). Follow later writes with "
+            "`orchestrator sync --follow`.",
             markup=False,
         )
     elif result.caught_up is not None:
@@ -309,6 +310,7 @@ def promoted(result, live_schema: str, console: Console = out) -> None:
                 if caught["rebuilt_orphan_profiles"]
                 else ""
             )
+            + f" ({change_source_text(caught['change_source'])})"
             + ". Follow later writes with `orchestrator sync --follow`.",
             markup=False,
         )

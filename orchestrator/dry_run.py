@@ -111,6 +111,8 @@ def dry_run(
             batches=batches,
         )
         if outcome.record["status"] == "built":
+            # the indexes a catch-up's splice deletes through, built once here rather than by the first round
+            index_for_splices(pg, settings.dry_run_schema)
             # after the build's bulk writes, which a slot made before them would have to decode for nothing
             outcome.change_source = snapshot.anchor(pg, settings, conn)
     outcome.batches = batches
@@ -371,14 +373,7 @@ def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_
     model's batch tables), replace the rows of the scope's owners (metadata user_scope, profile_scope)
     with those ``source_schema`` (the rebuild of that scope) holds. Derived views and the summary are
     left to dbt. Returns the models whose rows were replaced."""
-    models = pg.execute(
-        "select c.relname, bool_or(a.attname = 'legacy_profile_id')"
-        " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-        " join pg_attribute as a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
-        " where n.nspname = %s and c.relkind = 'r' and c.relname not like 'stg\\_%%'"
-        " group by c.relname having bool_or(a.attname = 'user_id') order by c.relname",
-        [source_schema],
-    ).fetchall()
+    models = _per_user_tables(pg, source_schema)
     users = metadata.scope_table(meta_schema)
     profiles = sql.Identifier(meta_schema, metadata.PROFILE_SCOPE_TABLE)
     spliced = []
@@ -415,6 +410,25 @@ def splice(pg: psycopg.Connection, source_schema: str, target_schema: str, meta_
         )
         spliced.append(model)
     return spliced
+
+
+def _per_user_tables(pg: psycopg.Connection, schema: str) -> list[tuple[str, bool]]:
+    """(table, whether it has legacy_profile_id) of every table of ``schema`` with a user_id column."""
+    return pg.execute(
+        "select c.relname, bool_or(a.attname = 'legacy_profile_id')"
+        " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        " join pg_attribute as a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
+        " where n.nspname = %s and c.relkind = 'r' and c.relname not like 'stg\\_%%'"
+        " group by c.relname having bool_or(a.attname = 'user_id') order by c.relname",
+        [schema],
+    ).fetchall()
+
+
+def index_for_splices(pg: psycopg.Connection, schema: str) -> None:
+    """Every per-user table of a dry-run schema (a batched model's batch tables included) indexed for a
+    splice (_index_owners)."""
+    for table, has_profile_id in _per_user_tables(pg, schema):
+        _index_owners(pg, schema, table, has_profile_id)
 
 
 def _index_owners(pg: psycopg.Connection, schema: str, table: str, has_profile_id: bool) -> None:

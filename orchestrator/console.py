@@ -246,15 +246,14 @@ def change_source_text(source: dict) -> str:
 
 
 def slot_warning(source: dict) -> None:
-    """Say so when the change stream's slot holds back more WAL than MIGRATION_SLOT_WARN_BYTES."""
-    from orchestrator import stream
-
-    retained = source.get("slot_retained_bytes")
-    if retained is not None and retained > stream.warn_bytes():
+    """Say so when the change stream's slot holds back more WAL than MIGRATION_SLOT_WARN_BYTES (the limit
+    comes in ``source``, snapshot.Snapshot.source_dict)."""
+    retained, limit = source.get("slot_retained_bytes"), source.get("slot_warn_bytes")
+    if retained is not None and limit is not None and retained > limit:
         err.print(
             f"Warning: the change stream's replication slot holds back {retained / 2**20:,.0f} MiB of WAL on the "
-            f"server (more than {stream.WARN_VAR}={stream.warn_bytes():,} bytes): keep `sync` following, or "
-            f"end the cutover (`sync --end` drops the slot); docs/cutover.md",
+            f"server (more than MIGRATION_SLOT_WARN_BYTES={limit:,} bytes): keep `sync` following, or end the "
+            f"cutover (`sync --end` drops the slot); docs/cutover.md",
             markup=False,
         )
 

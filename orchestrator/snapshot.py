@@ -60,6 +60,7 @@ class Snapshot:
             "source": self.source,
             "note": self.note,
             "slot_retained_bytes": self.retained_bytes,
+            "slot_warn_bytes": stream.warn_bytes() if self.retained_bytes is not None else None,
             "transactions_read": self.transactions,
         }
 
@@ -126,12 +127,24 @@ def anchor(pg: psycopg.Connection, settings: Settings, conn: ConnInfo) -> dict:
     start. Returns how changes will be found (Snapshot.source_dict); the caller holds the dry-run lock."""
     reason = stream.not_offered(pg, settings)
     if reason is not None:
-        return {"source": "digests", "note": reason, "slot_retained_bytes": None, "transactions_read": 0}
+        return {
+            "source": "digests",
+            "note": reason,
+            "slot_retained_bytes": None,
+            "slot_warn_bytes": None,
+            "transactions_read": 0,
+        }
     try:
         with stream.created(pg, conn, settings) as made:
             taken = _take_by_digests(pg, settings, ("dry_run",), (), False, made, pending=True)
     except stream.StreamGap as gap:
-        return {"source": "digests", "note": str(gap), "slot_retained_bytes": None, "transactions_read": 0}
+        return {
+            "source": "digests",
+            "note": str(gap),
+            "slot_retained_bytes": None,
+            "slot_warn_bytes": None,
+            "transactions_read": 0,
+        }
     stream.prepare_copy(pg, settings)
     pending = taken.changed.describe() if taken.changed else "nothing"
     taken.source, taken.note = "wal", f"made the change stream's slot ({pending} changed meanwhile, to rebuild)"

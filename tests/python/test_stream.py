@@ -119,6 +119,16 @@ def test_changes_fold_into_each_rows_net_change():
         fold("table s.\"Profile\": UPDATE: id[text]:'p1 data[jsonb]:'{}'")
 
 
+def test_sync_warns_when_the_slot_holds_back_too_much_wal(capsys):
+    from orchestrator import console
+
+    console.slot_warning({"slot_retained_bytes": 3 << 30, "slot_warn_bytes": 1 << 30})
+    assert "holds back 3,072 MiB of WAL" in capsys.readouterr().err
+    console.slot_warning({"slot_retained_bytes": 10, "slot_warn_bytes": 1 << 30})
+    console.slot_warning({"source": "digests", "slot_retained_bytes": None, "slot_warn_bytes": None})
+    assert capsys.readouterr().err == ""
+
+
 # -- on the server -------------------------------------------------------------------------------------------
 
 
@@ -127,6 +137,7 @@ def test_the_dry_run_makes_the_slot_and_every_round_reads_the_stream(promoted): 
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
     first = round_(settings, conn)
     assert first.change_source["source"] == "wal" and first.change_source["transactions_read"] == 1
+    assert first.change_source["slot_warn_bytes"] == stream.DEFAULT_WARN_BYTES
     assert first.changed.users == ["u02"]
     # a write, a move between users, an orphan made, a user deleted (its rows by the cascade)
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Oslo"}}' where id = 'p02r'""")
@@ -224,6 +235,7 @@ def test_digests_when_asked_and_the_stream_refused_without_the_privilege(promote
         "source": "digests",
         "note": f"{stream.SOURCE_VAR}=digests",
         "slot_retained_bytes": None,
+        "slot_warn_bytes": None,
         "transactions_read": 0,
     }
     assert query(conn, "select from pg_replication_slots where slot_name = %s", [slot]) == []  # no WAL held back

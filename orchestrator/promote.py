@@ -19,7 +19,7 @@ from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, preload
 from orchestrator.dry_run import DryRunOutcome, rebuild_users
-from orchestrator.errors import CheckFailed, OrchestratorError
+from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
 from orchestrator.feedback import SILENT, Feedback
 from orchestrator.publish import publish, refuse_failed_gates
@@ -157,11 +157,8 @@ def promote(
             rebuilt=caught_up.rebuilt if caught_up is not None else None,
             hold_back=held_back or [],
         )
-        wal_written = pg.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [wal_before])
-        if users is None and published.run_id is not None and wal_written.fetchone()[0] >= ANCHOR_WAL_BYTES:
-            # the next round would decode this write's WAL for nothing: the change stream starts after it
-            with locks.dry_run_lock(pg):
-                snapshot.anchor(pg, settings, conn)
+        if users is None and published.run_id is not None:
+            _anchor_after(pg, settings, conn, wal_before, feedback)
         return PromoteResult(
             published.run_id,
             published.plan,
@@ -219,6 +216,22 @@ def _source_text(source: dict) -> str:
     if source.get("source") == "wal":
         return "the write-ahead log (the change stream)"
     return "every owner's digests" + (f" ({source['note']})" if source.get("note") else "")
+
+
+def _anchor_after(
+    pg: psycopg.Connection, settings: Settings, conn: ConnInfo, wal_before: str, feedback: Feedback
+) -> None:
+    """After a committed promote of every user: when its transaction wrote ANCHOR_WAL_BYTES or more, the
+    change stream starts after it (snapshot.anchor), so that the next round does not decode it. Only a
+    saving: the promote is done whatever happens here (its session cut, a lock), and the next round then
+    decodes the WAL, or makes the slot, itself."""
+    try:
+        written = pg.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [wal_before])
+        if written.fetchone()[0] >= ANCHOR_WAL_BYTES:
+            with locks.dry_run_lock(pg):
+                snapshot.anchor(pg, settings, conn)
+    except (psycopg.Error, Busy) as exc:
+        feedback.note(f"Note: the change stream was not made anew after this promote ({exc}); the next round does.")
 
 
 def _catch_up(

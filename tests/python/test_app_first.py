@@ -185,6 +185,9 @@ def test_the_cutover_finishes_once_the_application_writes_its_own_users(promoted
     # a command ends the cutover: what it kept for its rounds goes, and later rounds refuse
     ended = sync.end_cutover(settings, conn, confirm=no_prompt)
     assert query(conn, "select to_regnamespace(%s)", [ended.dropped_snapshot]) == [(None,)]
+    # and the change stream's slot, which would hold WAL back on the server for nobody
+    assert ended.dropped_slot is not None
+    assert query(conn, "select from pg_replication_slots where slot_name = %s", [ended.dropped_slot]) == []
     with pytest.raises(OrchestratorError, match="the cutover ended"):
         sync.sync_round(settings, conn, confirm=no_prompt)
     assert app_row == query(

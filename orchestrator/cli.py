@@ -268,8 +268,9 @@ def sync(
     user with a stale reviewer decision is held back and listed (exit 1); every other user is published.
     A user deleted after the round read the legacy tables is left out, and the next round handles it.
     With --follow, a refused round (a gate failed, or another run or the application's traffic held a
-    lock) is reported and the next one tries again; each round's line lists the users it held back.
-    docs/cutover.md is the runbook.
+    lock) is reported and the next one tries again; each round's line lists the users it held back and
+    how the changes were found: from the write-ahead log (a replication slot, where the server offers
+    it) or by comparing every user's digests (MIGRATION_CHANGE_SOURCE). docs/cutover.md is the runbook.
 
     \b
     Examples:

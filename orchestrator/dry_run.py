@@ -113,8 +113,6 @@ def dry_run(
         if outcome.record["status"] == "built":
             # the indexes a catch-up's splice deletes through, built once here rather than by the first round
             index_for_splices(pg, settings.dry_run_schema)
-            # after the build's bulk writes, which a slot made before them would have to decode for nothing
-            outcome.change_source = snapshot.anchor(pg, settings, conn)
     outcome.batches = batches
     if outcome.record["status"] != "built":
         raise CheckFailed(outcome.dbt.describe_failure() + ": the dry run is not promotable")
@@ -123,17 +121,6 @@ def dry_run(
             "Note: the legacy tables changed during the dry run ("
             + fingerprint.describe_difference(outcome.record["fingerprint_before"], outcome.record["fingerprint_after"])
             + "): promote it with --catch-up, which rebuilds the users changed since it read them."
-        )
-    if outcome.change_source.get("source") == "wal":
-        feedback.note(
-            "Note: a replication slot now follows the legacy tables' changes (from the end of this dry run; "
-            f"{outcome.change_source['note'].partition('(')[2].rstrip(')')}), so that `promote --catch-up` and "
-            "`sync` read only what changed; it holds WAL back on the server until the cutover ends (`sync --end`) "
-            "or `orchestrator cleanup` drops it (docs/cutover.md)."
-        )
-    elif outcome.change_source.get("note"):
-        feedback.note(
-            f"Note: no change stream ({outcome.change_source['note']}): catch-ups compare every user's digests."
         )
     return outcome
 

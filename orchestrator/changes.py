@@ -73,8 +73,7 @@ def take(
         if users is None
         else sql.SQL(" where owner_kind = 'user' and owner_id in (select user_id from {})").format(users)
     )
-    pg.execute(sql.SQL("drop table if exists {}").format(table))
-    pg.execute(sql.SQL("create temporary table {} (owner_kind text, owner_id text, digest numeric)").format(table))
+    _new_reads_table(pg, table)
     pg.execute(
         sql.SQL(
             "insert into {now} (owner_kind, owner_id, digest)"
@@ -103,6 +102,12 @@ def take(
     )
     pg.execute(sql.SQL("analyze {}").format(table))
     return table
+
+
+def _new_reads_table(pg: psycopg.Connection, table: sql.Identifier) -> None:
+    """Temporary table ``table`` of per-owner reads, empty (replaced if there was one)."""
+    pg.execute(sql.SQL("drop table if exists {}").format(table))
+    pg.execute(sql.SQL("create temporary table {} (owner_kind text, owner_id text, digest numeric)").format(table))
 
 
 def _state(meta_schema: str, state: str) -> sql.Identifier:
@@ -152,8 +157,7 @@ def streamed(pg: psycopg.Connection, owners: Changes, position: str, *, name: st
     owners changed; two stream runs at the same position read the same copy, so they agree; and a rollback
     that puts an older one back makes the owner differ from the dry-run state's again."""
     table = sql.Identifier("pg_temp", name)
-    pg.execute(sql.SQL("drop table if exists {}").format(table))
-    pg.execute(sql.SQL("create temporary table {} (owner_kind text, owner_id text, digest numeric)").format(table))
+    _new_reads_table(pg, table)
     pg.execute(
         sql.SQL(
             "insert into {} select kind, unnest(ids), (%(position)s::pg_lsn - '0/0'::pg_lsn) + 0.5"

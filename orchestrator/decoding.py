@@ -103,18 +103,7 @@ def parse_tuple(text: str) -> tuple[dict | None, dict | None]:
             i += len("new-tuple: ")
             continue
         if text[i] == '"':
-            j = i + 1
-            name = []
-            while True:
-                k = text.index('"', j)
-                name.append(text[j:k])
-                if text.startswith('""', k):
-                    name.append('"')
-                    j = k + 2
-                    continue
-                i = k + 1
-                break
-            column = "".join(name)
+            column, i = _quoted(text, i)
         else:
             k = text.index("[", i)
             column, i = text[i:k], k
@@ -126,20 +115,23 @@ def parse_tuple(text: str) -> tuple[dict | None, dict | None]:
         elif text.startswith("unchanged-toast-datum", i):
             value, i = UNCHANGED, i + len("unchanged-toast-datum")
         elif text[i] == "'":
-            j, parts = i + 1, []
-            while True:
-                k = text.index("'", j)
-                parts.append(text[j:k])
-                if text.startswith("''", k):
-                    parts.append("'")
-                    j = k + 2
-                    continue
-                i = k + 1
-                break
-            value = "".join(parts)
+            value, i = _quoted(text, i)
         else:
             k = text.find(" ", i)
             k = n if k < 0 else k
             value, i = text[i:k], k
         current[column] = value
     return old, current
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The string quoted at ``start`` (by the character there, doubled inside: a quoted identifier or a
+    literal), and the index just past its closing quote. ValueError when it is not closed."""
+    quote, parts, j = text[start], [], start + 1
+    while True:
+        k = text.index(quote, j)
+        parts.append(text[j:k])
+        if not text.startswith(quote * 2, k):
+            return "".join(parts), k + 1
+        parts.append(quote)
+        j = k + 2

@@ -222,19 +222,39 @@ def update(
     )
 
 
-def backup_all(pg: psycopg.Connection, meta_schema: str, run_id: str, replacement: sql.Composable) -> None:
-    """Before ``live`` is replaced by ``replacement`` (a full promote): keep, for its rollback, the live
-    digests that differ from it (NULL digest: the owner had none)."""
+def replace_live(pg: psycopg.Connection, meta_schema: str, run_id: str, replacement: sql.Composable) -> None:
+    """A full promote: ``live`` := every digest of ``replacement``, by difference: only the owners whose
+    digest differs are replaced (a promote of the state the live tables already reflect rewrites none),
+    and their live digests are kept for its rollback (NULL digest: the owner had none)."""
+    differing = sql.Identifier("pg_temp", "live_reads_differing")
+    live, backups = _state(meta_schema, "live"), sql.Identifier(meta_schema, BACKUPS)
+    pg.execute(sql.SQL("drop table if exists {}").format(differing))
     pg.execute(
         sql.SQL(
-            "insert into {backups} (run_id, owner_kind, owner_id, digest)"
-            " select %s, coalesce(r.owner_kind, n.owner_kind), coalesce(r.owner_id, n.owner_id), r.digest"
-            " from {live} as r full join {replacement} as n"
+            "create temporary table {differing} as select coalesce(r.owner_kind, n.owner_kind) as owner_kind,"
+            " coalesce(r.owner_id, n.owner_id) as owner_id, r.digest from {live} as r full join {replacement} as n"
             " on n.owner_kind = r.owner_kind and n.owner_id = r.owner_id where r.digest is distinct from n.digest"
-        ).format(
-            backups=sql.Identifier(meta_schema, BACKUPS), live=_state(meta_schema, "live"), replacement=replacement
-        ),
+        ).format(differing=differing, live=live, replacement=replacement)
+    )
+    pg.execute(sql.SQL("analyze {}").format(differing))
+    pg.execute(
+        sql.SQL(
+            "insert into {backups} (run_id, owner_kind, owner_id, digest) select %s, owner_kind, owner_id, digest"
+            " from {differing}"
+        ).format(backups=backups, differing=differing),
         [run_id],
+    )
+    pg.execute(
+        sql.SQL(
+            "delete from {live} as r using {differing} as d"
+            " where r.owner_kind = d.owner_kind and r.owner_id = d.owner_id"
+        ).format(live=live, differing=differing)
+    )
+    pg.execute(
+        sql.SQL(
+            "insert into {live} (owner_kind, owner_id, digest) select n.owner_kind, n.owner_id, n.digest"
+            " from {replacement} as n join {differing} as d on d.owner_kind = n.owner_kind and d.owner_id = n.owner_id"
+        ).format(live=live, replacement=replacement, differing=differing)
     )
 
 
@@ -304,10 +324,9 @@ class Reads:
         if self.changes is None:
             source = _state(meta_schema, self.source)
             if created:
-                clear(pg, meta_schema, "live")
+                replace(pg, meta_schema, "live", source)
             else:
-                backup_all(pg, meta_schema, run_id, source)
-            replace(pg, meta_schema, "live", source)
+                replace_live(pg, meta_schema, run_id, source)
             return
         update(
             pg,

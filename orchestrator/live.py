@@ -249,35 +249,62 @@ def inserted_ids_table(meta_schema: str) -> sql.Identifier:
     return sql.Identifier(meta_schema, "run_inserted_ids")
 
 
+WRITTEN = sql.Identifier("pg_temp", "publish_written")  # the users a publish's write touched (refresh_written)
+_DIFF = sql.Identifier("pg_temp", "publish_diff")
+
+
+def start_write(pg: psycopg.Connection) -> None:
+    """Inside a publish's transaction, before its writes: an empty list of the users written."""
+    pg.execute(sql.SQL("drop table if exists {}").format(WRITTEN))
+    pg.execute(sql.SQL("create temporary table {} (user_id text)").format(WRITTEN))
+
+
 def write(
     pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None, meta_schema: str, run_id: str
-) -> None:
-    """Make the live rows in scope identical to the dry run's, touching only rows that differ.
+) -> int:
+    """Make the live rows in scope identical to the dry run's, touching only rows that differ; the number
+    of rows that differed (removed, replaced or added), and their users added to WRITTEN.
 
-    The rows replaced or removed go to run_backups and the ids written to run_inserted_ids, so
-    that rollback can restore exactly the state before this run.
+    One comparison of the scope's rows on both sides (for a scope, each side reached through its user
+    index) finds the rows that differ; only those are removed and inserted. The rows replaced or removed
+    go to run_backups and the ids written to run_inserted_ids, so that rollback can restore exactly the
+    state before this run.
     """
-    live_scope = scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table)
-    dry_scope = scope_filter(sql.SQL("d.user_id"), scope_table)
+    pg.execute(sql.SQL("drop table if exists {}").format(_DIFF))
     pg.execute(
         sql.SQL(
-            "with removed as (delete from {live} as l where {live_scope} and not exists"
-            " (select 1 from {dry} as d where d.id = l.{id} and {same}) returning l.*)"
-            " insert into {backup} (run_id, table_name, row_data) select %s, %s, to_jsonb(removed) from removed"
+            "create temporary table {diff} as select d.id as dry_id, d.user_id as dry_user, l.{id} as live_id,"
+            " l.{user_id} as live_user from (select * from {dry} as d where {dry_scope}) as d"
+            " full join (select * from {live} as l where {live_scope}) as l on d.id = l.{id}"
+            " where d.id is null or l.{id} is null or not ({same})"
         ).format(
-            live=pair.live,
-            live_scope=live_scope,
-            dry=pair.dry,
+            diff=_DIFF,
             id=sql.Identifier("id"),
+            user_id=sql.Identifier("userId"),
+            dry=pair.dry,
+            dry_scope=scope_filter(sql.SQL("d.user_id"), scope_table),
+            live=pair.live,
+            live_scope=scope_filter(sql.SQL("l.{}").format(sql.Identifier("userId")), scope_table),
             same=pair.same_row(),
-            backup=backups_table(meta_schema),
-        ),
-        [run_id, pair.live_table],
+        )
     )
+    differing = pg.execute(sql.SQL("select count(*) from {}").format(_DIFF)).fetchone()[0]
+    if differing:
+        pg.execute(sql.SQL("analyze {}").format(_DIFF))
+        pg.execute(
+            sql.SQL(
+                "with removed as (delete from {live} as l using {diff} as x where x.live_id = l.{id} returning l.*)"
+                " insert into {backup} (run_id, table_name, row_data) select %s, %s, to_jsonb(removed) from removed"
+            ).format(live=pair.live, diff=_DIFF, id=sql.Identifier("id"), backup=backups_table(meta_schema)),
+            [run_id, pair.live_table],
+        )
     fault_point("promote:mid-write")
+    if not differing:
+        return 0
     pg.execute(
         sql.SQL(
             "with added as (insert into {live} as l ({columns}) select {values} from {dry} as d where {dry_scope}"
+            " and d.id in (select x.dry_id from {diff} as x where x.dry_id is not null)"
             " and not exists (select 1 from {live} as l where l.{id} = d.id) returning l.{id})"
             " insert into {inserted} select %s, %s, added.{id} from added"
         ).format(
@@ -285,12 +312,20 @@ def write(
             columns=pair.live_column_list(),
             values=pair.dry_values("d"),
             dry=pair.dry,
-            dry_scope=dry_scope,
+            dry_scope=scope_filter(sql.SQL("d.user_id"), scope_table),
+            diff=_DIFF,
             id=sql.Identifier("id"),
             inserted=inserted_ids_table(meta_schema),
         ),
         [run_id, pair.live_table],
     )
+    pg.execute(
+        sql.SQL(
+            "insert into {written} select x.dry_user from {diff} as x where x.dry_user is not null"
+            " union select x.live_user from {diff} as x where x.live_user is not null"
+        ).format(written=WRITTEN, diff=_DIFF)
+    )
+    return differing
 
 
 def load_new(pg: psycopg.Connection, pair: TablePair, scope_table: sql.Composable | None) -> None:
@@ -424,6 +459,35 @@ def refresh_snapshot(
     if scope_table is None:
         pg.execute(sql.SQL("create index {} on {} (user_id)").format(sql.Identifier(SNAPSHOT_INDEX), snapshot))
         pg.execute(sql.SQL("analyze {}").format(snapshot))
+
+
+def refresh_written(
+    pg: psycopg.Connection, meta_schema: str, live_schema: str, rows_written: int, *, whole: bool
+) -> None:
+    """After a publish's writes (nothing drifted, or the drifted users left out): the snapshot of the users
+    written (WRITTEN) refreshed; every other row of the scope is as the snapshot has it, since the drift
+    check found it so and the write left it. When a write of every user (``whole``) replaced a large part
+    of the live tables, one full refresh is cheaper than replacing that many users' rows."""
+    if not rows_written:
+        return
+    live_rows = sum(
+        pg.execute(
+            "select greatest(c.reltuples, 0)::bigint from pg_class as c"
+            " join pg_namespace as n on n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
+            [live_schema, live_table],
+        ).fetchone()[0]
+        for live_table in LIVE_TABLES.values()
+    )
+    if whole and rows_written * FULL_REFRESH_SHARE > live_rows:
+        refresh_snapshot(pg, meta_schema, live_schema)
+        return
+    pg.execute(sql.SQL("analyze {}").format(WRITTEN))
+    refresh_snapshot(pg, meta_schema, live_schema, WRITTEN)
+
+
+# a write of every user that replaced more than one row in this many of the live tables refreshes the
+# whole snapshot
+FULL_REFRESH_SHARE = 10
 
 
 def drift(

@@ -22,7 +22,7 @@ from orchestrator.dry_run import DryRunOutcome, rebuild_users
 from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.faults import fault_point
 from orchestrator.feedback import SILENT, Feedback
-from orchestrator.publish import publish, refuse_failed_gates
+from orchestrator.publish import Published, publish, refuse_failed_gates
 
 
 @dataclasses.dataclass
@@ -55,11 +55,14 @@ class PromoteResult:
         }
 
 
-# a promote whose transaction wrote at least this much WAL (live rows, and the metadata it refreshes: the
-# live tables' row hashes, the reads of every user) makes the change stream's slot anew after its commit
-# (snapshot.anchor: one comparison of every owner's digests, a few seconds per million users) rather than
-# leave the next round to decode it (test_decoding prints every row: about 85,000 rows a second)
-ANCHOR_WAL_BYTES = 32 << 20
+# a promote of every user that wrote at least one live row in ANCHOR_SHARE (and ANCHOR_MIN_ROWS) makes the
+# change stream's slot anew after its commit (snapshot.anchor: one comparison of every owner's digests,
+# about 18 s at 1M users) rather than leave the next round to decode it: each live row written comes with
+# its snapshot row, its backup and its user's reads, and test_decoding prints every row (about 85,000 rows a
+# second). Counted in rows, not WAL: on a server with data checksums the first read of freshly written
+# pages logs them whole (hint bits), hundreds of MB of WAL that decoding skips.
+ANCHOR_SHARE = 8
+ANCHOR_MIN_ROWS = 100_000
 
 
 def promote(
@@ -141,7 +144,6 @@ def promote(
         refuse_failed_gates(pg, settings, checked, audit, "promote")
         fault_point("promote:after-gates")
         reads = changes.Reads.users(users, changes.REBUILT) if users is not None else changes.Reads.whole("dry_run")
-        wal_before = pg.execute("select pg_current_wal_insert_lsn()::text").fetchone()[0]
         published = publish(
             pg,
             settings,
@@ -158,7 +160,7 @@ def promote(
             hold_back=held_back or [],
         )
         if users is None and published.run_id is not None:
-            _anchor_after(pg, settings, conn, wal_before, feedback)
+            _anchor_after(pg, settings, conn, published, feedback)
         return PromoteResult(
             published.run_id,
             published.plan,
@@ -219,17 +221,18 @@ def _source_text(source: dict) -> str:
 
 
 def _anchor_after(
-    pg: psycopg.Connection, settings: Settings, conn: ConnInfo, wal_before: str, feedback: Feedback
+    pg: psycopg.Connection, settings: Settings, conn: ConnInfo, published: Published, feedback: Feedback
 ) -> None:
-    """After a committed promote of every user: when its transaction wrote ANCHOR_WAL_BYTES or more, the
-    change stream starts after it (snapshot.anchor), so that the next round does not decode it. Only a
+    """After a committed promote of every user: when it wrote a large share of the live rows (ANCHOR_SHARE),
+    the change stream starts after it (snapshot.anchor), so that the next round does not decode it. Only a
     saving: the promote is done whatever happens here (its session cut, a lock), and the next round then
     decodes the WAL, or makes the slot, itself."""
+    rows = sum(counts["inserted"] + counts["updated"] + counts["unchanged"] for counts in published.plan.values())
+    if published.rows_written < max(ANCHOR_MIN_ROWS, rows // ANCHOR_SHARE):
+        return
     try:
-        written = pg.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [wal_before])
-        if written.fetchone()[0] >= ANCHOR_WAL_BYTES:
-            with locks.dry_run_lock(pg):
-                snapshot.anchor(pg, settings, conn)
+        with locks.dry_run_lock(pg):
+            snapshot.anchor(pg, settings, conn)
     except (psycopg.Error, Busy) as exc:
         feedback.note(f"Note: the change stream was not made anew after this promote ({exc}); the next round does.")
 

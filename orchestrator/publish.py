@@ -64,6 +64,7 @@ class Published:
     # ... of those, the users whose live rows we had written before the application changed them (a choice
     # for a person: listed); the others' live rows only the application ever wrote (its own new users)
     changed_by_app: list[str]
+    rows_written: int = 0  # live rows removed, replaced or added (a promote that wrote many anchors the stream)
 
 
 def publish(
@@ -147,11 +148,17 @@ def publish(
                     pg, dry_run_schema, settings.live_schema, settings.legacy_schema, scope_table, excluded
                 )
                 if exists:
-                    refuse_drift(pg, settings, force or hand_over, command, write_scope)
-                    for pair in pairs:
-                        live.write(pg, pair, write_scope, settings.meta_schema, run_id)
-                    live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, write_scope)
+                    drifted = refuse_drift(pg, settings, force or hand_over, command, write_scope)
+                    live.start_write(pg)
+                    written = sum(live.write(pg, pair, write_scope, settings.meta_schema, run_id) for pair in pairs)
+                    if drifted:  # forced: the rows it left as the application wrote them are recorded too
+                        live.refresh_snapshot(pg, settings.meta_schema, settings.live_schema, write_scope)
+                    else:
+                        live.refresh_written(
+                            pg, settings.meta_schema, settings.live_schema, written, whole=write_scope is None
+                        )
                 else:
+                    written = sum(counts["inserted"] for counts in change_plan.values())
                     live_ddl.create_live_tables(pg, settings.live_schema, settings.legacy_schema)
                     for pair in live.table_pairs(pg, dry_run_schema, settings.live_schema):
                         live.load_new(pg, pair, write_scope)
@@ -196,7 +203,7 @@ def publish(
     fault_point(FAULT_POINTS[command]["after-commit"])
     handed = [user for user, _ in handed_over]
     return Published(
-        run_id, change_plan, not exists, left_out, list(hold_back), handed, [u for u in handed if u in ours]
+        run_id, change_plan, not exists, left_out, list(hold_back), handed, [u for u in handed if u in ours], written
     )
 
 
@@ -245,7 +252,9 @@ def _plan_for_new_tables(pg, dry_run_schema: str, scope_table: sql.Composable | 
     return plan
 
 
-def refuse_drift(pg, settings: Settings, force: bool, command: str, scope_table: sql.Composable | None = None) -> None:
+def refuse_drift(pg, settings: Settings, force: bool, command: str, scope_table: sql.Composable | None = None) -> int:
+    """Refuse (unless ``force``) when live rows in scope differ from what we last left there; the number
+    that differ (overwritten, with ``force``)."""
     differing = live.drift(pg, settings.meta_schema, settings.live_schema, settings.legacy_schema, scope_table)
     total = sum(differing.values())
     if total and not force:
@@ -255,6 +264,7 @@ def refuse_drift(pg, settings: Settings, force: bool, command: str, scope_table:
             f"({total} rows differ: {detail}), probably written by the application: check them, then use --force "
             f"to overwrite"
         )
+    return total
 
 
 def record_outcome_and_reraise(

@@ -349,6 +349,79 @@ def test_live_drift_refuses_without_force(fresh):
         )
 
 
+def snapshot_and_reads(conn, settings) -> tuple[set, set, set, set]:
+    """The live snapshot as recorded and as a full refresh would record it now; the live reads and the
+    dry-run state's reads."""
+    meta = settings.meta_schema
+    with psycopg.connect(**conn.kwargs()) as pg:
+        recorded = set(pg.execute(f'select table_name, id, user_id, row_hash from "{meta}".live_snapshot').fetchall())  # noqa: S608
+        now = set()
+        for table in LIVE_TABLE_NAMES:
+            now |= set(
+                pg.execute(
+                    f'select %s::text, l.id, l."userId", md5(l::text) from {FIXTURES_SCHEMA}."{table}" as l',  # noqa: S608
+                    [table],
+                ).fetchall()
+            )
+        reads = [
+            set(pg.execute(f'select owner_kind, owner_id, digest from "{meta}".{state}').fetchall())  # noqa: S608
+            for state in ("live_reads", "dry_run_reads")
+        ]
+    return recorded, now, *reads
+
+
+def test_a_full_promote_rewrites_only_what_differs_and_keeps_its_records_exact(fresh):
+    """A full promote of a state the live tables mostly hold writes only the rows that differ, refreshes
+    the snapshot and the reads of those only, and still leaves both exactly as a full refresh would."""
+    settings, conn = fresh
+    promote(settings, conn)
+    first = live_dump(conn)
+
+    def versions() -> list:  # the row versions of what is kept for the users the promote does not write
+        with psycopg.connect(**conn.kwargs()) as pg:
+            return [
+                pg.execute(
+                    f'select array_agg(xmin::text order by xmin::text) from "{settings.meta_schema}".{table}'  # noqa: S608
+                    f" where {column} <> 'u02'"
+                ).fetchone()[0]
+                for table, column in (("live_snapshot", "user_id"), ("live_reads", "owner_id"))
+            ]
+
+    kept = versions()
+    execute(conn, """update legacy_fixtures."Profile" set data = data || '{"location": "Lisbon"}' where id = 'p02r'""")
+    dry_run.dry_run(settings, conn)
+    result = promote(settings, conn)
+    assert result.plan["UserProfile"] == {"inserted": 0, "updated": 1, "deleted": 0, "unchanged": 12}
+    assert versions() == kept  # not rewritten
+    with psycopg.connect(**conn.kwargs()) as pg:
+        backed_up = pg.execute(
+            f"select distinct row_data->>'userId' from \"{settings.meta_schema}\".run_backups where run_id = %s",  # noqa: S608
+            [result.run_id],
+        ).fetchall()
+        reads_backed_up = pg.execute(
+            f'select owner_id from "{settings.meta_schema}".run_read_backups where run_id = %s',  # noqa: S608
+            [result.run_id],
+        ).fetchall()
+    assert [user for (user,) in backed_up] == ["u02"]  # the only user whose rows changed
+    assert [owner for (owner,) in reads_backed_up] == ["u02"]
+    recorded, now, live_reads, dry_run_reads = snapshot_and_reads(conn, settings)
+    assert recorded == now
+    assert live_reads == dry_run_reads
+    # an application write overwritten with --force: the snapshot records the rows as the promote left them
+    execute(conn, """update legacy_fixtures."UserProfile" set location = 'app wrote this' where "userId" = 'u03'""")
+    promote(settings, conn, force=True)
+    recorded, now, _, _ = snapshot_and_reads(conn, settings)
+    assert recorded == now
+    # its rollback puts the application's row back, and the snapshot follows
+    rolling_back.rollback(settings, conn, drop=False, confirm=no_prompt)
+    recorded, now, _, _ = snapshot_and_reads(conn, settings)
+    assert recorded == now
+    with psycopg.connect(**conn.kwargs()) as pg:
+        location = pg.execute('select location from legacy_fixtures."UserProfile" where "userId" = \'u03\'').fetchone()
+    assert location == ("app wrote this",)
+    assert live_dump(conn) != first
+
+
 def test_a_run_that_died_is_reported_by_the_next(fresh):
     settings, conn = fresh
     promote(settings, conn)

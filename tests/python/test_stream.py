@@ -306,7 +306,8 @@ def test_a_promote_that_wrote_much_starts_the_stream_after_its_write(promoted, m
 
     settings, conn = promoted
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
-    monkeypatch.setattr(promoting, "ANCHOR_WAL_BYTES", 0)
+    monkeypatch.setattr(promoting, "ANCHOR_MIN_ROWS", 1)  # its one user's rows count as much
+    monkeypatch.setattr(promoting, "ANCHOR_SHARE", 10**6)
 
     def change_meanwhile(_plan) -> None:  # after the gates, before the publish's transaction
         execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Porto"}}' where id = 'p03r'""")

@@ -65,6 +65,31 @@ def preload() -> None:
     threading.Thread(target=load, name="dbt-import", daemon=True).start()
 
 
+class ParsedProjects:
+    """dbt's parsed project per kind of run, kept while a long-running command lives (``parsed_once``):
+    `sync --follow` parses each kind once, at its first round, and hands the parsed manifest to every
+    later invocation (dbtRunner's ``manifest``), instead of dbt checking every file of the project again
+    each round. An edit of the models meanwhile is not seen until the command restarts."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple, object] = {}
+        self.parses = 0
+
+
+_parsed: ParsedProjects | None = None
+
+
+@contextlib.contextmanager
+def parsed_once(parsed: ParsedProjects | None = None) -> Iterator[ParsedProjects]:
+    """Within the block, each kind of dbt run parses the project once (ParsedProjects)."""
+    global _parsed
+    previous, _parsed = _parsed, parsed or ParsedProjects()
+    try:
+        yield _parsed
+    finally:
+        _parsed = previous
+
+
 @dataclasses.dataclass
 class NodeResult:
     unique_id: str
@@ -153,8 +178,7 @@ class DbtRun:
 
         self.log_path.mkdir(parents=True, exist_ok=True)
         project_dir = str(self.project.settings.project_dir)
-        command = [
-            *args,
+        options = [
             "--project-dir",
             project_dir,
             "--profiles-dir",
@@ -172,7 +196,8 @@ class DbtRun:
             "--no-use-colors",
         ]
         if self.vars:
-            command += ["--vars", json.dumps(self.vars, sort_keys=True)]
+            options += ["--vars", json.dumps(self.vars, sort_keys=True)]
+        command = [*args, *options]
 
         def callback(event) -> None:
             # An exception escaping a callback while a node runs deadlocks dbt: never let one out.
@@ -187,7 +212,8 @@ class DbtRun:
         env["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {DBT_SESSION_OPTIONS} {self.session_options}".strip()
         env.pop("PGPASSWORD", None)  # dbt reads DBT_ENV_SECRET_PGPASSWORD, which it masks
         with temporary_environment(env), _without("PGPASSWORD"):
-            outcome = dbtRunner(callbacks=[callback]).invoke(command)
+            manifest = self._parsed_manifest(options) if args[:1] != ["parse"] else None
+            outcome = dbtRunner(manifest=manifest, callbacks=[callback]).invoke(command)
         nodes = []
         for item in getattr(outcome.result, "results", None) or []:
             node = item.node
@@ -215,6 +241,22 @@ class DbtRun:
             log_path=self.log_path / "dbt.log",
             exception=outcome.exception,
         )
+
+    def _parsed_manifest(self, options: list[str]):
+        """Within ``parsed_once``: this kind's parsed project (parsed now if it is the first time); else None
+        (dbt parses, partially, as always)."""
+        if _parsed is None:
+            return None
+        key = (self.kind, str(self.state_dir), json.dumps(self.vars, sort_keys=True))
+        if key not in _parsed.manifests:
+            from dbt.cli.main import dbtRunner
+
+            parse = dbtRunner().invoke(["parse", *options])
+            if not parse.success:
+                return None  # the invocation itself parses and reports what is wrong
+            _parsed.manifests[key] = parse.result
+            _parsed.parses += 1
+        return _parsed.manifests[key]
 
     # -- the manifest this kind of run last wrote ----------------------------------------------------
 

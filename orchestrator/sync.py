@@ -28,7 +28,7 @@ from decimal import Decimal
 from orchestrator import changes, gates, live, locks, metadata, snapshot, stream
 from orchestrator import dry_run as dry_running
 from orchestrator.config import ConnInfo, Settings
-from orchestrator.dbt import preload
+from orchestrator.dbt import ParsedProjects, parsed_once, preload
 from orchestrator.errors import Busy, CheckFailed, OrchestratorError
 from orchestrator.feedback import SILENT, Feedback
 from orchestrator.publish import publish, refuse_failed_gates
@@ -270,14 +270,16 @@ def follow(
     feedback: Feedback = SILENT,
     rounds: int | None = None,
     stop: threading.Event | None = None,
+    parsed: ParsedProjects | None = None,
 ) -> list[str]:
     """Rounds every ``interval`` seconds until Ctrl-C or SIGTERM (or ``rounds`` rounds, or ``stop`` is
     set). Every round's result goes to ``on_round``; a refused round (a gate failed, or another run or the
     application's traffic held a lock) is reported and the next one tries again. Returns the users skipped
-    in any round (the application wrote their live rows)."""
+    in any round (the application wrote their live rows). dbt parses the project once per kind of run
+    (``parsed``: dbt.ParsedProjects, new when not given), at the first round that needs it."""
     skipped: dict[str, None] = {}
     done = 0
-    with Stop(feedback, stop) as stop:
+    with Stop(feedback, stop) as stop, parsed_once(parsed):
         while not stop.event.is_set() and (rounds is None or done < rounds):
             try:
                 result = sync_round(

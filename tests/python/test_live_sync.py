@@ -27,6 +27,7 @@ from test_differential import compare, diff_table, read_table
 from orchestrator import changes, dry_run, fixtures, live, metadata, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
+from orchestrator.dbt import ParsedProjects
 from orchestrator.errors import Busy, CheckFailed
 from orchestrator.feedback import SILENT
 
@@ -547,12 +548,15 @@ def test_sync_follow_under_load_loses_no_write(database, settings):
 
     thread = threading.Thread(target=write_while_following)
     thread.start()
+    parsed = ParsedProjects()
     try:
-        skipped = sync.follow(generated, database, interval=0.2, on_round=on_round, stop=stop)
+        skipped = sync.follow(generated, database, interval=0.2, on_round=on_round, stop=stop, parsed=parsed)
     finally:
         thread.join()
     assert skipped == [] and len(made) == 60
     assert sum(1 for result in rounds if result.run_id) >= 2  # rounds wrote while the writer wrote
+    # dbt parsed the project once per kind of run (the rebuild of the changed users, the summary), not per round
+    assert parsed.parses == 2 and len(parsed.manifests) == 2
     last = sync.sync_round(generated, database, confirm=no_prompt)  # the writes after the last round
     assert differences(database, generated, dry_run_too=True, threshold=EVERYTHING) == [], (made, last)
     assert sync.sync_round(generated, database, confirm=no_prompt).run_id is None  # nothing was left behind

@@ -349,6 +349,30 @@ def test_live_drift_refuses_without_force(fresh):
         )
 
 
+def test_live_drift_of_every_kind_is_found_when_the_tables_are_compared_whole(fresh):
+    """A full promote first compares each live table with the snapshot as a whole (a count and a sum of row
+    hashes); a row the application deleted, added or changed still makes it count the rows that differ."""
+    settings, conn = fresh
+    promote(settings, conn)
+    intents = 'legacy_fixtures."ContextIntent"'
+    first = f"(select min(id) from {intents})"
+    execute(conn, f"delete from {intents} where id = {first}")  # noqa: S608 (test constants)
+    with pytest.raises(CheckFailed, match=r'1 rows differ: "ContextIntent" 1'):
+        promote(settings, conn)
+    # the application gives a row a new id: one row gone, one added
+    execute(
+        conn,
+        f"with moved as (delete from {intents} where id = {first} returning *)"  # noqa: S608
+        f" insert into {intents} select * from moved",
+    )
+    execute(conn, f"update {intents} set id = 'app-' || id where id = {first}")  # noqa: S608
+    execute(conn, """update legacy_fixtures."UserProfile" set name = 'app wrote this' where "userId" = 'u01'""")
+    with pytest.raises(CheckFailed, match=r'4 rows differ: "UserProfile" 1, "ContextIntent" 3'):
+        promote(settings, conn)
+    promote(settings, conn, force=True)
+    assert promote(settings, conn).plan["UserProfile"]["unchanged"] == 13  # and nothing differs any more
+
+
 def snapshot_and_reads(conn, settings) -> tuple[set, set, set, set]:
     """The live snapshot as recorded and as a full refresh would record it now; the live reads and the
     dry-run state's reads."""

@@ -559,26 +559,19 @@ def _same_as_recorded(pg, meta_schema: str, live_schema: str, legacy_schema: str
     deleted since left out: the cascade removed their rows): one pass over each side, the count and an
     order-free sum of each row's hash, instead of joining them row by row. Equal sums of 64-bit hashes of
     different rows are a chance of 2^-64; when they differ, the caller counts the rows that do."""
-    live_side, recorded_side = (
-        pg.execute(query, params).fetchone()
-        for query, params in (
-            (
-                sql.SQL(
-                    "select count(*), coalesce(sum(hashtextextended(l.{id} || '/' || md5(l::text), 0)), 0) from {} as l"
-                ).format(sql.Identifier(live_schema, live_table), id=sql.Identifier("id")),
-                [],
-            ),
-            (
-                sql.SQL(
-                    "select count(*), coalesce(sum(hashtextextended(s.id || '/' || s.row_hash, 0)), 0) from {} as s"
-                    " where s.table_name = %s and exists (select from {} as u where u.{id} = s.user_id)"
-                ).format(
-                    sql.Identifier(meta_schema, "live_snapshot"),
-                    sql.Identifier(legacy_schema, "User"),
-                    id=sql.Identifier("id"),
-                ),
-                [live_table],
-            ),
-        )
-    )
+    totals = sql.SQL("select count(*), coalesce(sum(hashtextextended(h.id || '/' || h.row_hash, 0)), 0)")
+    live_side = pg.execute(
+        sql.SQL("{} from ({}) as h").format(totals, _row_hashes(sql.Identifier(live_schema, live_table), None))
+    ).fetchone()
+    recorded_side = pg.execute(
+        sql.SQL(
+            "{} from {} as h where h.table_name = %s and exists (select from {} as u where u.{} = h.user_id)"
+        ).format(
+            totals,
+            sql.Identifier(meta_schema, "live_snapshot"),
+            sql.Identifier(legacy_schema, "User"),
+            sql.Identifier("id"),
+        ),
+        [live_table],
+    ).fetchone()
     return live_side == recorded_side

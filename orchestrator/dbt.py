@@ -48,6 +48,7 @@ CONFLICT_RATE_VAR = "max_conflict_rate"
 # schemas follow these vars (models/staging/*/_*__sources.yml)
 SNAPSHOT_VAR = "legacy_snapshot_schema"
 REVIEW_SNAPSHOT_VAR = "review_snapshot_schema"
+COUNTS_VAR = "counts_by_difference"  # a catch-up's summary: the chat-message counts by difference
 
 
 def preload() -> None:
@@ -360,6 +361,15 @@ class DbtProject:
         if batches > 1:
             run_vars["batch_count"] = batches
         return self._run("full", self.settings.home, vars=run_vars)
+
+    def summary(self, *, batches: int = 1, max_conflict_rate: Decimal | None = None) -> DbtRun:
+        """The summary of a catch-up, over the full dry run's tables: the chat-message counts brought up to
+        date by difference (var ``counts_by_difference``, orchestrator/counts.py). Its own dbt state: its
+        vars differ from the full dry run's, and a shared state would be parsed again at each switch."""
+        run_vars = {**self._snapshot_vars(), **self._threshold_vars(max_conflict_rate), COUNTS_VAR: True}
+        if batches > 1:
+            run_vars["batch_count"] = batches
+        return self._run("summary", self.settings.home / "summary", vars=run_vars)
 
     def batch(self, index: int, count: int) -> DbtRun:
         """Batch ``index`` of ``count`` of a batched dry run (orchestrator/batches.py): one dbt state per

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator import batches as user_batches
-from orchestrator import changes, db, fingerprint, gates, locks, metadata, snapshot, stream
+from orchestrator import changes, counts, db, fingerprint, gates, locks, metadata, snapshot, stream
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.dbt import DbtProject, DbtResult, DbtRun, preload
 from orchestrator.errors import CheckFailed, OrchestratorError
@@ -265,10 +265,11 @@ def _build_user_batches(settings: Settings, conn: ConnInfo, feedback: Feedback, 
 
 # -- catching the dry-run state up ----------------------------------------------------------------------
 
-# what a catch-up rebuilds in the dry-run schema once the changed owners' rows are in place: the summary
-# (from the counts of every model) and the tests on it. Not the key accounting test: it holds per legacy
-# profile, the rebuild tested it on every profile it replaced, and the splice touched no other
-SUMMARY_SELECTION = ["migration_counts", "migration_summary"]
+# what a catch-up rebuilds in the dry-run schema once the changed owners' rows are in place: the chat-message
+# counts of the context profiles noted since (orchestrator/counts.py), the summary (the sum of those and of
+# the per-owner counts the splice replaced) and the tests on it. Not the key accounting test: it holds per
+# legacy profile, the rebuild tested it on every profile it replaced, and the splice touched no other
+SUMMARY_SELECTION = ["migration_chat_message_counts", "migration_counts", "migration_summary"]
 
 
 def catch_up(
@@ -306,7 +307,9 @@ def catch_up(
                 f"{(state['models_version'] or 'unknown')[:12]}, now {(rebuilt.record['models_version'] or '')[:12]}): "
                 "a catch-up cannot mix them; run `orchestrator dry-run` again, then promote; nothing was changed"
             )
-        run = DbtProject(settings, conn).full(batches=state.get("batches") or 1, max_conflict_rate=max_conflict_rate)
+        summary = DbtProject(settings, conn).summary(
+            batches=state.get("batches") or 1, max_conflict_rate=max_conflict_rate
+        )
         with pg.transaction():
             record_id = metadata.start_dry_run(
                 pg,
@@ -320,6 +323,16 @@ def catch_up(
                 parent=state,
             )
             spliced = splice(pg, settings.partial_schema, settings.dry_run_schema, settings.meta_schema)
+            # the rebuilt users' context profiles: their user or intents may have changed, and with them
+            # the chat-message counts of those profiles (orchestrator/counts.py)
+            counts.note(
+                pg,
+                settings.meta_schema,
+                sql.SQL('select id from {} where "userId" in (select user_id from {})').format(
+                    sql.Identifier(settings.snapshot_schema, "ContextProfile"),
+                    metadata.scope_table(settings.meta_schema),
+                ),
+            )
             changes.update(pg, settings.meta_schema, "dry_run", taken.reads, changed)
             stream.rebuilt(pg, settings, changed.users, changed.profiles)
             metadata.record_state_rebuilt(pg, settings.meta_schema, record_id, changed.users, changed.profiles)
@@ -327,7 +340,15 @@ def catch_up(
         # or sync round takes it from there
         fault_point("catch-up:after-splice")
         feedback.note(f"Replaced the rows of {changed.describe()} in {len(spliced)} tables; rebuilding the summary")
-        result = _build(run, feedback, ["build", "--select", *SUMMARY_SELECTION])
+        # the chat-message counts of the context profiles noted since the last summary, or all of them
+        whole = counts.whole(pg, settings.meta_schema)
+        result = _build(
+            summary, feedback, ["build", "--select", *SUMMARY_SELECTION, *(["--full-refresh"] if whole else [])]
+        )
+        # killed from here until the scope is emptied, the next summary counts those context profiles again
+        fault_point("catch-up:counted")
+        if result.success:
+            counts.counted(pg, settings.meta_schema)
         status, error_failures, message = _verdict(result)
         metadata.finish_dry_run(
             pg,

@@ -26,7 +26,7 @@ import dataclasses
 import psycopg
 from psycopg import sql
 
-from orchestrator import changes, db, decision_store, fingerprint, metadata, stream
+from orchestrator import changes, counts, db, decision_store, fingerprint, metadata, stream
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.errors import Busy, CheckFailed
 from orchestrator.faults import fault_point
@@ -164,6 +164,7 @@ def _copy_all(pg: psycopg.Connection, settings: Settings, made: stream.Created |
                 )
             )
         _copy_decisions(pg, settings)
+        counts.forget(pg, settings.meta_schema)  # the dry run counts every chat message
         reads = changes.take(pg, settings.legacy_schema, settings.meta_schema)
         if made:
             stream.record(pg, settings, made.slot, made.position, created_now=True)
@@ -390,6 +391,7 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         "new_profiles": sql.Identifier("pg_temp", "snapshot_profiles"),
         "old_context_profiles": sql.Identifier("pg_temp", "snapshot_old_context_profiles"),
         "chat_index": sql.Identifier(settings.snapshot_schema, stream.key_index("ChatMessage")),
+        "chat_context_profile_index": sql.Identifier(settings.snapshot_schema, stream.CHAT_MESSAGE_INDEX),
     }
     statements = [
         # the owners' rows now: their context profiles, the Profiles of those, and the scope's orphan Profiles
@@ -415,9 +417,9 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
     ]
     if chat_messages == "all":
         statements += [
-            # the change stream's key index is built again after the load (stream.prepare_copy): one bulk
-            # build instead of 10 million insertions into it
-            "drop index if exists {chat_index}",
+            # the change stream's indexes are built again after the load (stream.prepare_copy): one bulk
+            # build instead of 10 million insertions into each
+            "drop index if exists {chat_index}, {chat_context_profile_index}",
             "truncate {chat_message}",
             "insert into {chat_message} select {chat_columns} from {legacy_chat_message}",
         ]
@@ -430,6 +432,16 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         ]
     for statement in statements:
         pg.execute(sql.SQL(statement).format(**params))
+    if chat_messages == "all":
+        counts.note_all(pg, settings.meta_schema)
+    else:
+        counts.note(
+            pg,
+            settings.meta_schema,
+            sql.SQL("select id from {old_context_profiles} union all select id from {new_context_profiles}").format(
+                **params
+            ),
+        )
     for table in TABLES:
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from orchestrator import db, decision_store, decoding
+from orchestrator import counts, db, decision_store, decoding
 from orchestrator.config import ConnInfo, Settings
 from orchestrator.decoding import DELETED, Row, StreamGap
 from orchestrator.errors import Busy, OrchestratorError
@@ -334,9 +334,11 @@ def apply(pg: psycopg.Connection, settings: Settings, changes_read: Read) -> tup
                 copy.write_row([table, key, False, json.dumps(row.values), sorted(row.keep), row.keep_from])
     pg.execute(sql.SQL("analyze {}").format(net_table))
     _owners(pg, settings, net_table, owners)  # before
+    _note_context_profiles(pg, settings, net_table)
     for table in LEGACY:
         _apply_table(pg, settings, net_table, table)
     _owners(pg, settings, net_table, owners)  # after
+    _note_context_profiles(pg, settings, net_table)
     pg.execute(
         sql.SQL("insert into {} select 'user', unnest(%s::text[])").format(owners),
         [sorted(changes_read.decision_users)],
@@ -376,6 +378,22 @@ def _owners(pg: psycopg.Connection, settings: Settings, net_table: sql.Identifie
             context_profile=copy["ContextProfile"],
             profile=copy["Profile"],
         )
+    )
+
+
+def _note_context_profiles(pg: psycopg.Connection, settings: Settings, net_table: sql.Identifier) -> None:
+    """The context profiles whose chat-message counts the changes touch, as the copy holds them now: those
+    the changed chat messages name, and the changed context profiles that messages name (one no message
+    names has no count to change; orchestrator/counts.py)."""
+    counts.note(
+        pg,
+        settings.meta_schema,
+        sql.SQL(
+            'select m."contextProfileId" from {chat_message} as m join {net} as n'
+            " on n.table_name = 'ChatMessage' and m.id in (n.key, n.keep_from)"
+            ' union all select m."contextProfileId" from {chat_message} as m where m."contextProfileId" in'
+            " (select unnest(array[n.key, n.keep_from]) from {net} as n where n.table_name = 'ContextProfile')"
+        ).format(chat_message=sql.Identifier(settings.snapshot_schema, "ChatMessage"), net=net_table),
     )
 
 
@@ -420,11 +438,22 @@ def key_index(table: str) -> str:
     return f"{table}_stream_id"
 
 
+# the copy's chat messages by context profile: a round counts a few context profiles' messages again
+# (orchestrator/counts.py); built with the key indexes, after the messages are copied
+CHAT_MESSAGE_INDEX = "ChatMessage_stream_context_profile"
+
+
 def prepare_copy(pg: psycopg.Connection, settings: Settings) -> None:
-    """The copy's rows reached by key (the stream names rows by id) as well as by owner."""
+    """The copy's rows reached by key (the stream names rows by id) as well as by owner, and its chat
+    messages by context profile."""
     for table in LEGACY:
         pg.execute(
             sql.SQL("create index if not exists {} on {} (id)").format(
                 sql.Identifier(key_index(table)), sql.Identifier(settings.snapshot_schema, table)
             )
         )
+    pg.execute(
+        sql.SQL('create index if not exists {} on {} ("contextProfileId")').format(
+            sql.Identifier(CHAT_MESSAGE_INDEX), sql.Identifier(settings.snapshot_schema, "ChatMessage")
+        )
+    )

@@ -1,202 +1,91 @@
--- One row: every figure of the verification counted once, over the whole dry run (all users, every
--- batch). migration_summary unpivots it into one row per figure or check.
--- The CTEs read twice are not materialized: each reader scans the table itself (in parallel),
--- instead of a copy of it that may spill to disk.
-with users as not materialized (
-    select * from {{ ref('stg_legacy__users') }}
+-- One row: every figure of the verification over the whole dry run (all users, every batch), the sum
+-- of the per-owner counts (migration_counts_by_owner) and of the per-context-profile chat-message
+-- counts (migration_chat_message_counts). migration_summary unpivots it into one row per figure or
+-- check. A sync round or catch-up brings those two up to date for what it rebuilt, then sums them
+-- again here: narrow rows, instead of every model of the dry run counted again.
+with owner_counts as (
+    select * from {{ ref('migration_counts_by_owner') }}
 ),
 
-context_profiles as (
-    select * from {{ ref('stg_legacy__context_profiles') }}
+chat_message_counts as (
+    select * from {{ ref('migration_chat_message_counts') }}
 ),
 
-chat_messages as (
-    select * from {{ ref('stg_legacy__chat_messages') }}
-),
-
--- per legacy profile: orphan status, blob type, keys in the blob and keys classified (one narrow row
--- each, instead of the blobs and the classified keys)
-legacy_profile_keys as (
-    select * from {{ ref('int_legacy_profile_key_counts') }}
-),
-
-intents_expected as (
-    select * from {{ ref('int_context_intents') }}
-),
-
-profiles as not materialized (
-    select * from {{ ref('profile') }}
-),
-
-context_intents as not materialized (
-    select * from {{ ref('context_intent') }}
-),
-
-conflicts as (
-    select * from {{ ref('migration_conflicts') }}
-),
-
-unmapped as (
-    select * from {{ ref('migration_unmapped_fields') }}
-),
-
-decisions as (
-    select * from {{ ref('migration_decisions') }}
-),
-
--- read twice: not materialized, so both readers run in parallel (a CTE scan is parallel-restricted)
-context_profile_status as not materialized (
+-- sums are 0, not NULL, over no rows
+per_owner as (
     select
-        context_profiles.context_profile_id,
-        context_profiles.user_id,
-        context_profiles.context_type,
-        users.user_id is not null as is_migrated
-    from context_profiles
-    left join users
-        on context_profiles.user_id = users.user_id
-),
-
--- the intent each context profile's (user, context type) maps to, if any: at most one, since
--- context_intent has a unique index on (user_id, context_type)
-context_profile_intents as (
-    select
-        context_profile_status.context_profile_id,
-        context_profile_status.is_migrated,
-        context_intents.id is not null as has_intent
-    from context_profile_status
-    left join context_intents
-        on
-            context_profile_status.is_migrated
-            and context_profile_status.user_id = context_intents.user_id
-            and context_profile_status.context_type = context_intents.context_type
-),
-
--- one scan per relation, every figure of it counted with a filter; sums are 0, not NULL, when
--- nothing matches (legacy_profile_rows is 0 for a classified key's profile missing from
--- int_legacy_profiles_ordered)
-legacy_profile_counts as (
-    select
-        coalesce(sum(legacy_profile_rows), 0) as legacy_profiles,
-        coalesce(sum(legacy_profile_rows) filter (where orphan_reason is null), 0) as legacy_profiles_migrated,
-        coalesce(sum(legacy_profile_rows) filter (where orphan_reason = 'orphan_context_profile'), 0)
-            as legacy_profiles_of_orphan_context_profiles,
-        coalesce(sum(legacy_profile_rows) filter (where orphan_reason = 'orphan_profile'), 0) as orphan_legacy_profiles,
-        coalesce(sum(legacy_profile_rows) filter (where data_type = 'object'), 0) as object_blobs,
-        coalesce(sum(legacy_profile_rows) filter (where data_type in ('sql_null', 'null')), 0) as null_blobs,
-        coalesce(sum(legacy_profile_rows) filter (where data_type in ('array', 'string', 'number', 'boolean')), 0)
-            as non_object_blobs,
+        coalesce(sum(users), 0) as users,
+        coalesce(sum(profile_users), 0) as profile_users,
+        coalesce(sum(profiles), 0) as profiles,
+        coalesce(sum(context_profiles), 0) as context_profiles,
+        coalesce(sum(context_profiles_migrated), 0) as context_profiles_migrated,
+        coalesce(sum(orphan_context_profiles), 0) as orphan_context_profiles,
+        coalesce(sum(context_intents), 0) as context_intents,
+        coalesce(sum(legacy_profiles), 0) as legacy_profiles,
+        coalesce(sum(legacy_profiles_migrated), 0) as legacy_profiles_migrated,
+        coalesce(sum(legacy_profiles_of_orphan_context_profiles), 0) as legacy_profiles_of_orphan_context_profiles,
+        coalesce(sum(orphan_legacy_profiles), 0) as orphan_legacy_profiles,
+        coalesce(sum(object_blobs), 0) as object_blobs,
+        coalesce(sum(null_blobs), 0) as null_blobs,
+        coalesce(sum(non_object_blobs), 0) as non_object_blobs,
         coalesce(sum(keys_seen), 0) as keys_seen,
-        coalesce(sum(keys_mapped), 0) as keys_mapped
-    from legacy_profile_keys
+        coalesce(sum(keys_mapped), 0) as keys_mapped,
+        coalesce(sum(keys_unmapped), 0) as keys_unmapped,
+        coalesce(sum(non_object_blob_rows), 0) as non_object_blob_rows,
+        coalesce(sum(conflicts), 0) as conflicts,
+        coalesce(sum(users_with_conflicts), 0) as users_with_conflicts,
+        coalesce(sum(conflicts_decided), 0) as conflicts_decided,
+        coalesce(sum(decisions_stale), 0) as decisions_stale,
+        coalesce(sum(intent_pairs), 0) as intent_pairs,
+        coalesce(sum(profile_completeness_out_of_range + intent_completeness_out_of_range), 0)
+            as completeness_out_of_range
+    from owner_counts
 ),
 
-unmapped_counts as (
+per_context_profile as (
     select
-        count(*) filter (where key is not null) as keys_unmapped,
-        count(*) filter (where key is null) as non_object_blob_rows
-    from unmapped
+        coalesce(sum(chat_messages), 0) as chat_messages,
+        coalesce(sum(chat_messages_of_migrated_context_profiles), 0) as chat_messages_of_migrated_context_profiles,
+        coalesce(sum(chat_messages_mapped_to_one_intent), 0) as chat_messages_mapped_to_one_intent,
+        coalesce(sum(chat_messages_of_orphan_context_profiles), 0) as chat_messages_of_orphan_context_profiles,
+        coalesce(sum(chat_messages_without_context_profile), 0) as chat_messages_without_context_profile
+    from chat_message_counts
 ),
 
-conflict_counts as (
-    select
-        count(*) as conflicts,
-        count(distinct user_id) as users_with_conflicts,
-        count(*) filter (where decided_by = 'reviewer') as conflicts_decided
-    from conflicts
-),
-
-decision_counts as (
-    select count(*) filter (where status = 'stale') as decisions_stale
-    from decisions
-),
-
--- profile has a unique index on user_id: a user matches at most one profile
-user_counts as (
-    select
-        count(*) as users,
-        count(profiles.user_id) as users_with_a_profile
-    from users
-    left join profiles
-        on users.user_id = profiles.user_id
-),
-
-profile_counts as (
-    select
-        count(*) as profiles,
-        count(*) filter (where completeness not between 0 and 100) as completeness_out_of_range
-    from profiles
-),
-
-intent_counts as (
-    select
-        count(*) as context_intents,
-        count(*) filter (where completeness not between 0 and 100) as completeness_out_of_range
-    from context_intents
-),
-
-context_profile_counts as (
-    select
-        count(*) as context_profiles,
-        count(*) filter (where is_migrated) as context_profiles_migrated,
-        count(*) filter (where not is_migrated) as orphan_context_profiles
-    from context_profile_status
-),
-
--- one parallel hash join of the chat messages with their context profile's status
-message_counts as (
-    select
-        count(*) as chat_messages,
-        count(*) filter (where links.is_migrated) as chat_messages_of_migrated_context_profiles,
-        count(*) filter (where links.is_migrated and links.has_intent) as chat_messages_mapped_to_one_intent,
-        count(*) filter (where not links.is_migrated) as chat_messages_of_orphan_context_profiles,
-        count(*) filter (where links.context_profile_id is null) as chat_messages_without_context_profile
-    from chat_messages
-    left join context_profile_intents as links
-        on chat_messages.context_profile_id = links.context_profile_id
-),
-
--- each side is one aggregate row: the cross joins make exactly one row
+-- each side is one aggregate row: the cross join makes exactly one row
 counts as (
     select
-        user_counts.users,
-        user_counts.users_with_a_profile as profile_users,
-        profile_counts.profiles,
-        context_profile_counts.context_profiles,
-        context_profile_counts.context_profiles_migrated,
-        context_profile_counts.orphan_context_profiles,
-        intent_counts.context_intents,
-        legacy_profile_counts.legacy_profiles,
-        legacy_profile_counts.legacy_profiles_migrated,
-        legacy_profile_counts.legacy_profiles_of_orphan_context_profiles,
-        legacy_profile_counts.orphan_legacy_profiles,
-        legacy_profile_counts.object_blobs,
-        legacy_profile_counts.null_blobs,
-        legacy_profile_counts.non_object_blobs,
-        legacy_profile_counts.keys_seen,
-        legacy_profile_counts.keys_mapped,
-        unmapped_counts.keys_unmapped,
-        unmapped_counts.non_object_blob_rows,
-        conflict_counts.conflicts,
-        conflict_counts.users_with_conflicts,
-        conflict_counts.conflicts_decided,
-        decision_counts.decisions_stale,
-        message_counts.chat_messages,
-        message_counts.chat_messages_of_migrated_context_profiles,
-        message_counts.chat_messages_mapped_to_one_intent,
-        message_counts.chat_messages_of_orphan_context_profiles,
-        message_counts.chat_messages_without_context_profile,
-        (select count(*) from intents_expected) as intent_pairs,
-        profile_counts.completeness_out_of_range + intent_counts.completeness_out_of_range
-            as completeness_out_of_range
-    from user_counts
-    cross join profile_counts
-    cross join intent_counts
-    cross join context_profile_counts
-    cross join legacy_profile_counts
-    cross join unmapped_counts
-    cross join conflict_counts
-    cross join decision_counts
-    cross join message_counts
+        per_owner.users,
+        per_owner.profile_users,
+        per_owner.profiles,
+        per_owner.context_profiles,
+        per_owner.context_profiles_migrated,
+        per_owner.orphan_context_profiles,
+        per_owner.context_intents,
+        per_owner.legacy_profiles,
+        per_owner.legacy_profiles_migrated,
+        per_owner.legacy_profiles_of_orphan_context_profiles,
+        per_owner.orphan_legacy_profiles,
+        per_owner.object_blobs,
+        per_owner.null_blobs,
+        per_owner.non_object_blobs,
+        per_owner.keys_seen,
+        per_owner.keys_mapped,
+        per_owner.keys_unmapped,
+        per_owner.non_object_blob_rows,
+        per_owner.conflicts,
+        per_owner.users_with_conflicts,
+        per_owner.conflicts_decided,
+        per_owner.decisions_stale,
+        per_context_profile.chat_messages,
+        per_context_profile.chat_messages_of_migrated_context_profiles,
+        per_context_profile.chat_messages_mapped_to_one_intent,
+        per_context_profile.chat_messages_of_orphan_context_profiles,
+        per_context_profile.chat_messages_without_context_profile,
+        per_owner.intent_pairs,
+        per_owner.completeness_out_of_range
+    from per_owner
+    cross join per_context_profile
 )
 
 select * from counts

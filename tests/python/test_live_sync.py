@@ -24,7 +24,7 @@ from psycopg import sql
 from spec_model import SQL_NULL
 from test_differential import compare, diff_table, read_table
 
-from orchestrator import changes, dry_run, fixtures, live, metadata, sync
+from orchestrator import changes, dry_run, fixtures, live, metadata, stream, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
 from orchestrator.dbt import ParsedProjects
@@ -172,6 +172,9 @@ class Writer:
                 "move context",
                 "orphan profile",
                 "touch",
+                "new message",
+                "delete message",
+                "move message",
             ]  # fmt: skip
         )
         user, context, profile = self._pick(pg, "User"), self._pick(pg, "ContextProfile"), self._pick(pg, "Profile")
@@ -205,6 +208,15 @@ class Writer:
                 ).format(self._table("Profile")),
                 [self._new_id("p"), self._new_id("gone"), self.rng.choice(BLOBS)],
             )
+        elif kind == "new message":  # no owner changes: the summary's chat-message counts do
+            target = context if context and self.rng.random() < 0.8 else self._new_id("dangling")
+            pg.execute(t('insert into {} (id, "contextProfileId", role, content) values (%s, %s, %s, %s)')
+                       .format(self._table("ChatMessage")), [self._new_id("m"), target, "user", "hello"])  # fmt: skip
+        elif kind == "delete message" and (message := self._pick(pg, "ChatMessage")):
+            pg.execute(t("delete from {} where id = %s").format(self._table("ChatMessage")), [message])
+        elif kind == "move message" and context and (message := self._pick(pg, "ChatMessage")):
+            pg.execute(t('update {} set "contextProfileId" = %s where id = %s').format(self._table("ChatMessage")),
+                       [context, message])  # fmt: skip
         elif kind == "touch" and user:  # an update that changes nothing: a new row version all the same
             pg.execute(t('update {} set "updatedAt" = "updatedAt" where id = %s').format(self._table("User")), [user])
         return kind
@@ -232,10 +244,16 @@ class Writer:
 
 
 # the second seed is more of the same SQL: the second PostgreSQL version runs the first only
-@pytest.mark.parametrize("seed", [11, pytest.param(12, marks=pytest.mark.slow)])
-def test_catch_up_and_sync_follow_random_writes(seed, database, settings):
+@pytest.mark.parametrize(
+    ("seed", "source"),
+    [(11, "auto"), pytest.param(12, "auto", marks=pytest.mark.slow), (13, "digests")],
+)
+def test_catch_up_and_sync_follow_random_writes(seed, source, database, settings, monkeypatch):
     """Dry run → writes → promote --catch-up → (writes → sync) x3 → new review → writes → catch-up → sync;
-    after each step the live tables equal a from-scratch migration of the legacy data as it is then."""
+    after each step the live tables equal a from-scratch migration of the legacy data as it is then, and
+    the dry-run state's summary (its counts kept by difference) equals one counted from scratch. With the
+    change stream (the embedded server offers it) and with the digests."""
+    monkeypatch.setenv(stream.SOURCE_VAR, source)
     generated = dataclasses.replace(settings, legacy_schema=GENERATED, live_schema=GENERATED)
     with psycopg.connect(**database.kwargs()) as pg:
         legacy_generator.load(pg, GENERATED, legacy_generator.generate(seed, 120))

@@ -255,14 +255,20 @@ def test_digests_when_asked_and_the_stream_refused_without_the_privilege(promote
         execute(conn, sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
-@pytest.mark.parametrize("point", ["stream:read", "stream:applied", "stream:committed", "catch-up:after-splice"])
+@pytest.mark.parametrize(
+    "point", ["stream:read", "stream:applied", "stream:committed", "catch-up:after-splice", "catch-up:counted"]
+)
 def test_a_round_killed_at_a_stream_point_loses_no_change(promoted, cli_env, tmp_path, point):  # noqa: F811
     """Killed after reading the stream, before or after committing what it applied (the slot not yet
-    advanced), or after the dry-run state's splice: the next round finds every change."""
+    advanced), after the dry-run state's splice, or after its summary: the next round finds every change,
+    and its summary counts the chat messages written meanwhile (they change no owner)."""
     settings, conn = promoted
     round_(settings, conn)
     execute(conn, f"""update {LEGACY}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
     execute(conn, f"""delete from {LEGACY}."ContextProfile" where id = 'cp09p'""")
+    execute(conn, f"""insert into {LEGACY}."ChatMessage" (id, "contextProfileId", role, content)"""
+            f""" values ('m-new', 'cp03f', 'user', 'hi'), ('m-dangling', 'cp-gone', 'user', 'hi')""")  # fmt: skip
+    execute(conn, f"""update {LEGACY}."ChatMessage" set "contextProfileId" = 'cp02r' where id = 'm3'""")
     env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": LEGACY}
     killed = run_cli(["sync", "--yes", "--max-conflict-rate", "1"], env, fault=f"{point}:sigkill", fault_dir=tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr

@@ -43,6 +43,7 @@ SYNC_FAULTS = [
     ("stream:applied", "old", False),
     ("stream:committed", "old", False),
     ("catch-up:after-splice", "old", False),  # the dry-run state caught up (recorded `started`), nothing live
+    ("catch-up:counted", "old", False),  # ... and its summary built, the context profiles it counted still noted
     ("sync:started", "old", True),  # `started` recorded, transaction not begun
     ("promote:mid-write", "old", True),  # the round's users: changed rows deleted (backed up), not re-inserted
     ("sync:before-audit", "old", True),  # every row written, snapshot and reads recorded

@@ -38,21 +38,30 @@
             )
         ) as scoped_legacy
     {%- elif scope -%}
-        {#- a Profile of a scope user's ContextProfile; for "Profile", also an orphan the scope lists -#}
-        {%- set orphans = "select orphans.legacy_profile_id from (select * from "
-            ~ source('migration_meta', 'profile_scope') ~ ") as orphans" if table_name == 'Profile'
-            else "select null::text where false" -%}
+        {#- a Profile or ChatMessage of a scope user's ContextProfile; for "Profile", also an orphan the
+            scope lists. Two branches, not an OR: each reaches its rows through an index of the copy
+            ("contextProfileId"; "id"), where an OR of the two scanned the table -#}
+        {%- set scope_context_profiles -%}
+            select context_profiles."id"
+            from (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
+            inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
+                on context_profiles."userId" = scope.user_id
+        {%- endset -%}
         (
             select legacy.*
             from (select * from {{ source('legacy', table_name) }}) as legacy
+            where legacy."contextProfileId" in ({{ scope_context_profiles }})
+            {%- if table_name == 'Profile' %}
+            union all
+            select legacy.*
+            from (select * from {{ source('legacy', table_name) }}) as legacy
             where
-                legacy."contextProfileId" in (
-                    select context_profiles."id"
-                    from (select * from {{ source('legacy', 'ContextProfile') }}) as context_profiles
-                    inner join (select * from {{ source('migration_meta', 'user_scope') }}) as scope
-                        on context_profiles."userId" = scope.user_id
+                legacy."id" in (
+                    select orphans.legacy_profile_id
+                    from (select * from {{ source('migration_meta', 'profile_scope') }}) as orphans
                 )
-                or legacy."id" in ({{ orphans }})
+                and legacy."contextProfileId" not in ({{ scope_context_profiles }})
+            {%- endif %}
         ) as scoped_legacy
     {%- elif batch and user_column is not none -%}
         (

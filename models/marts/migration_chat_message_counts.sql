@@ -22,60 +22,57 @@
     ),
 ) }}
 
-with chat_messages as (
-    select * from {{ ref('stg_legacy__chat_messages') }}
-),
+{% if is_incremental() %}
+    -- the context profiles to count again, as one array: `= any(...)` of it reaches through the staging
+    -- views into the copy's indexes, where a join with the views would scan them. NULL marks "all" (the
+    -- orchestrator rebuilds the table whole then)
+    with scope as (
+        select coalesce(array_agg(distinct context_profile_id), '{}') as context_profile_ids
+        from {{ source('migration_meta', 'context_profile_scope') }}
+        where context_profile_id is not null
+    ),
 
-context_profiles as (
-    select * from {{ ref('stg_legacy__context_profiles') }}
-),
+    chat_messages as (
+        select * from {{ ref('stg_legacy__chat_messages') }}
+        where context_profile_id = any((select scope.context_profile_ids from scope)::text[])
+    ),
 
-users as (
-    select * from {{ ref('stg_legacy__users') }}
-),
+    context_profiles as (
+        select * from {{ ref('stg_legacy__context_profiles') }}
+        where context_profile_id = any((select scope.context_profile_ids from scope)::text[])
+    ),
+
+    users as (
+        select * from {{ ref('stg_legacy__users') }}
+        where user_id = any(array(select context_profiles.user_id from context_profiles))
+    ),
+{% else %}
+    with chat_messages as (
+        select * from {{ ref('stg_legacy__chat_messages') }}
+    ),
+
+    context_profiles as (
+        select * from {{ ref('stg_legacy__context_profiles') }}
+    ),
+
+    users as (
+        select * from {{ ref('stg_legacy__users') }}
+    ),
+{% endif %}
 
 context_intents as (
     select * from {{ ref('context_intent') }}
 ),
 
-{% if is_incremental() %}
--- the context profiles to count again (NULL marks "all": the orchestrator rebuilds the table whole then)
-    scope as (
-        select distinct context_profile_id
-        from {{ source('migration_meta', 'context_profile_scope') }}
-        where context_profile_id is not null
-    ),
-
-    messages_per_context_profile as (
-        select
-            scope.context_profile_id,
-            count(chat_messages.chat_message_id) as chat_messages
-        from scope
-        left join chat_messages
-            on scope.context_profile_id = chat_messages.context_profile_id
-        group by scope.context_profile_id
-    ),
-{% else %}
-    messages_per_context_profile as (
-        select
-            context_profile_id,
-            count(*) as chat_messages
-        from chat_messages
-        group by context_profile_id
-    ),
-{% endif %}
-
--- context_intent has a unique index on (user_id, context_type): at most one intent per context profile
-linked as (
+-- what decides a message's figures: its context profile exists, its user exists, and the (user,
+-- context type) has its intent (context_intent has a unique index on (user_id, context_type): at most
+-- one intent per context profile)
+context_profile_status as (
     select
-        messages_per_context_profile.context_profile_id,
-        messages_per_context_profile.chat_messages,
-        context_profiles.context_profile_id is not null as has_context_profile,
+        context_profiles.context_profile_id,
         users.user_id is not null as is_migrated,
         context_intents.id is not null as has_intent
-    from messages_per_context_profile
-    left join context_profiles
-        on messages_per_context_profile.context_profile_id = context_profiles.context_profile_id
+    from context_profiles
     left join users
         on context_profiles.user_id = users.user_id
     left join context_intents
@@ -84,17 +81,38 @@ linked as (
             and context_profiles.context_type = context_intents.context_type
 ),
 
-counts as (
+-- one parallel hash join of the messages with their context profile's status, grouped by the id they name
+counted as (
     select
-        context_profile_id,
-        chat_messages::bigint as chat_messages,
-        case when is_migrated then chat_messages else 0 end::bigint as chat_messages_of_migrated_context_profiles,
-        case when is_migrated and has_intent then chat_messages else 0 end::bigint
-            as chat_messages_mapped_to_one_intent,
-        case when has_context_profile and not is_migrated then chat_messages else 0 end::bigint
-            as chat_messages_of_orphan_context_profiles,
-        case when has_context_profile then 0 else chat_messages end::bigint as chat_messages_without_context_profile
-    from linked
+        chat_messages.context_profile_id,
+        count(*) as chat_messages,
+        count(*) filter (where status.is_migrated) as chat_messages_of_migrated_context_profiles,
+        count(*) filter (where status.is_migrated and status.has_intent) as chat_messages_mapped_to_one_intent,
+        count(*) filter (where not status.is_migrated) as chat_messages_of_orphan_context_profiles,
+        count(*) filter (where status.context_profile_id is null) as chat_messages_without_context_profile
+    from chat_messages
+    left join context_profile_status as status
+        on chat_messages.context_profile_id = status.context_profile_id
+    group by chat_messages.context_profile_id
+),
+
+counts as (
+    select * from counted
+    {% if is_incremental() %}
+        -- a row of zeros for a noted id no message names any more: the delete+insert then replaces the
+        -- row the table held, and the post-hook removes it
+        union all
+        select
+            noted.context_profile_id,
+            0 as chat_messages,
+            0 as chat_messages_of_migrated_context_profiles,
+            0 as chat_messages_mapped_to_one_intent,
+            0 as chat_messages_of_orphan_context_profiles,
+            0 as chat_messages_without_context_profile
+        from scope
+        cross join lateral unnest(scope.context_profile_ids) as noted (context_profile_id)
+        where noted.context_profile_id not in (select counted.context_profile_id from counted)
+    {% endif %}
 )
 
 select * from counts

@@ -297,6 +297,7 @@ def catch_up(
     # held throughout (a dry run's lock is taken again by the rebuild: it nests): no dry run may rebuild
     # the schema between this rebuild and the splice
     with locks.dry_run_lock(pg):
+        require_intact(pg, settings.dry_run_schema)
         feedback.note(f"Rebuilding the {changed.describe()} changed since dry run {state['dry_run_id']} read them")
         rebuilt = rebuild_users(settings, conn, pg, max_conflict_rate=max_conflict_rate, taken=taken, feedback=feedback)
         if rebuilt.record["status"] != "built":
@@ -373,6 +374,25 @@ def catch_up(
             record=record,
             summary=gates.read_summary(pg, settings.dry_run_schema),
             batches=state.get("batches") or 1,
+        )
+
+
+def require_intact(pg: psycopg.Connection, schema: str) -> None:
+    """Refuse a catch-up of a dry-run state whose unlogged tables a server crash emptied (PostgreSQL empties
+    every unlogged table when it recovers from one): the intermediate tables and the per-owner counts. A
+    splice into them and a summary summed over them would describe only the users rebuilt since."""
+    counts_table = sql.Identifier(schema, "migration_counts_by_owner")
+    if not db.table_exists(pg, schema, "migration_counts_by_owner"):
+        return  # a dry run of an older version: the models gate names it
+    emptied = pg.execute(
+        sql.SQL(
+            "select not exists (select from {}) and (select users + context_profiles + legacy_profiles > 0 from {})"
+        ).format(counts_table, sql.Identifier(schema, "migration_counts"))
+    ).fetchone()[0]
+    if emptied:
+        raise CheckFailed(
+            f"the dry-run state in schema {schema} lost its unlogged tables (the database server restarted after a "
+            "crash, which empties them): run `orchestrator dry-run` again, then promote --catch-up; nothing was changed"
         )
 
 

@@ -10,11 +10,14 @@
 -- orchestrator/dry_run.py). Every such id gets a row, all zeros when no message names it any more, so
 -- the delete+insert replaces what the table held; the post-hook then removes the rows of zeros (no id
 -- is kept of messages or context profiles that are gone). A full dry run builds the table whole.
+-- Unlogged: derived from the marts and the copy, rebuilt by every dry run, and no WAL for the change stream
+-- to decode in the next round. A crash empties it: a catch-up then refuses (orchestrator/dry_run.py).
 {{ config(
     materialized='incremental' if var('counts_by_difference', false) else 'table',
     incremental_strategy='delete+insert',
     unique_key='context_profile_id',
     indexes=[{'columns': ['context_profile_id'], 'unique': true}],
+    unlogged=true,
     post_hook=(
         "{% if is_incremental() %}delete from {{ this }} where chat_messages = 0 and context_profile_id in"
         " (select context_profile_id from {{ source('migration_meta', 'context_profile_scope') }})"

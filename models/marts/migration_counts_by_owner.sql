@@ -7,6 +7,10 @@
 -- old ones in every table with a user_id (orchestrator/dry_run.py, splice), this one too; the summary
 -- then sums these narrow rows instead of counting every model of the dry run again. Every figure is a
 -- sum over owners: a row of each model belongs to exactly one owner.
+-- Unlogged, like the intermediate tables: derived, rebuilt by every dry run, and no WAL for the change
+-- stream to decode after a round's splice. A crash empties it: a catch-up then refuses (dry_run.py).
+{{ config(unlogged=true) }}
+
 with users as (
     select * from {{ ref('stg_legacy__users') }}
 ),

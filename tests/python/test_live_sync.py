@@ -340,6 +340,18 @@ def test_a_round_with_nothing_to_do_writes_nothing(promoted):
     assert audit(conn, settings) == before
 
 
+def test_a_round_refuses_a_dry_run_state_a_crash_emptied(promoted):
+    """A server crash empties every unlogged table (the intermediate ones, the per-owner counts): a round
+    would splice into them and sum a summary of the rebuilt users alone. It refuses, saying what to do."""
+    settings, conn = promoted
+    live_before = live_dump(conn, FIXTURES)
+    execute(conn, sql.SQL("truncate {}").format(sql.Identifier(settings.dry_run_schema, "migration_counts_by_owner")))
+    execute(conn, f"""update {FIXTURES}."Profile" set data = data || '{{"location": "Lisbon"}}' where id = 'p02r'""")
+    with pytest.raises(CheckFailed, match="lost its unlogged tables.*run `orchestrator dry-run` again"):
+        sync.sync_round(settings, conn, confirm=no_prompt)
+    assert live_dump(conn, FIXTURES) == live_before
+
+
 def test_catch_up_records_what_it_reviewed_and_rebuilt(promoted):
     settings, conn = promoted
     dry_run.dry_run(settings, conn, max_conflict_rate=EVERYTHING)  # a new review

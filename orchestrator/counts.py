@@ -10,11 +10,10 @@ holds:
   only (dbt's delete+insert). The application writes chat messages without changing any owner, so they
   are not owners' rows: every change to the copy of the legacy rows notes the context profiles whose
   messages it touched (the stream's changed messages and context profiles, before and after; the
-  owners' context profiles a digest comparison copied again), the splice notes those of the users it
+  messages a digest comparison found changed, and the owners' context profiles), the splice notes those of the users it
   rebuilt (their user or intents may have changed), and the summary's build empties the table once it
   has counted them. A row killed before that is counted again by the next summary: never a missed one.
-- when every chat message was copied anew (a dry run's copy, a new slot, a digest comparison), NULL is
-  noted, and the chat-message counts are rebuilt whole.
+A full dry run copies every chat message and counts them all: it empties the table.
 """
 
 from __future__ import annotations
@@ -45,24 +44,9 @@ def note(pg: psycopg.Connection, meta_schema: str, context_profile_ids: sql.Comp
     )
 
 
-def note_all(pg: psycopg.Connection, meta_schema: str) -> None:
-    """Inside the transaction that copied every chat message anew: the next summary counts them all."""
-    table = _ensure(pg, meta_schema)
-    pg.execute(sql.SQL("truncate {}").format(table))
-    pg.execute(sql.SQL("insert into {} (context_profile_id) values (null)").format(table))
-
-
 def forget(pg: psycopg.Connection, meta_schema: str) -> None:
     """Inside the transaction that made the copy anew for a full dry run, which counts everything."""
     pg.execute(sql.SQL("truncate {}").format(_ensure(pg, meta_schema)))
-
-
-def whole(pg: psycopg.Connection, meta_schema: str) -> bool:
-    """Whether the next summary must count every chat message (NULL noted)."""
-    table = _ensure(pg, meta_schema)
-    return pg.execute(
-        sql.SQL("select exists (select from {} where context_profile_id is null)").format(table)
-    ).fetchone()[0]
 
 
 def counted(pg: psycopg.Connection, meta_schema: str) -> None:

@@ -341,11 +341,8 @@ def catch_up(
         # or sync round takes it from there
         fault_point("catch-up:after-splice")
         feedback.note(f"Replaced the rows of {changed.describe()} in {len(spliced)} tables; rebuilding the summary")
-        # the chat-message counts of the context profiles noted since the last summary, or all of them
-        whole = counts.whole(pg, settings.meta_schema)
-        result = _build(
-            summary, feedback, ["build", "--select", *SUMMARY_SELECTION, *(["--full-refresh"] if whole else [])]
-        )
+        # with the chat-message counts of the context profiles noted since the last summary
+        result = _build(summary, feedback, ["build", "--select", *SUMMARY_SELECTION])
         # killed from here until the scope is emptied, the next summary counts those context profiles again
         fault_point("catch-up:counted")
         if result.success:

@@ -374,7 +374,8 @@ def _column_types(pg: psycopg.Connection, schema: str, table: str, only: tuple[s
 def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages: str) -> None:
     """In the copy: the rows of the owners in the metadata's scope tables (users, orphan Profiles) become
     theirs as the legacy tables hold them now (inside the snapshot's transaction). ``chat_messages``:
-    "all" copies every chat message anew; "of the owners", those of the owners' context profiles."""
+    "all" compares every chat message with the legacy table and replaces those that differ (no digest covers
+    them); "of the owners", those of the owners' context profiles."""
     params = {
         "users": metadata.scope_table(settings.meta_schema),
         "profiles": sql.Identifier(settings.meta_schema, metadata.PROFILE_SCOPE_TABLE),
@@ -390,8 +391,7 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
         "new_context_profiles": sql.Identifier("pg_temp", "snapshot_context_profiles"),
         "new_profiles": sql.Identifier("pg_temp", "snapshot_profiles"),
         "old_context_profiles": sql.Identifier("pg_temp", "snapshot_old_context_profiles"),
-        "chat_index": sql.Identifier(settings.snapshot_schema, stream.key_index("ChatMessage")),
-        "chat_context_profile_index": sql.Identifier(settings.snapshot_schema, stream.CHAT_MESSAGE_INDEX),
+        "chat_changed": sql.Identifier("pg_temp", "snapshot_chat_messages_changed"),
     }
     statements = [
         # the owners' rows now: their context profiles, the Profiles of those, and the scope's orphan Profiles
@@ -417,12 +417,19 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
     ]
     if chat_messages == "all":
         statements += [
-            # the change stream's indexes are built again after the load (stream.prepare_copy): one bulk
-            # build instead of 10 million insertions into each
-            "drop index if exists {chat_index}, {chat_context_profile_index}",
-            "truncate {chat_message}",
-            "insert into {chat_message} select {chat_columns} from {legacy_chat_message}",
+            # every chat message the copy holds otherwise than the legacy table now (new, gone, changed), with
+            # the legacy row and the context profile the copy's named: one comparison, then only those rows
+            # replaced (the copy's indexes stay; the counts of their context profiles are counted again)
+            "drop table if exists {chat_changed}",
+            'create temporary table {chat_changed} as select c.id as copy_id, c."contextProfileId" as named_before, l.*'
+            " from (select {chat_columns} from {legacy_chat_message}) as l full join {chat_message} as c on c.id = l.id"
+            " where l.id is null or c.id is null or row(l.*) is distinct from row(c.*)",
+            "delete from {chat_message} as m where m.id in (select copy_id from {chat_changed})",
+            "insert into {chat_message} select {chat_columns} from {chat_changed} where id is not null",
         ]
+        touched = sql.SQL('select named_before from {} union all select "contextProfileId" from {}').format(
+            params["chat_changed"], params["chat_changed"]
+        )
     else:
         statements += [
             'delete from {chat_message} as m where m."contextProfileId" in (select id from {old_context_profiles})'
@@ -430,18 +437,18 @@ def _replace_owners(pg: psycopg.Connection, settings: Settings, *, chat_messages
             "insert into {chat_message} select {chat_columns} from {legacy_chat_message} as m"
             ' where m."contextProfileId" in (select id from {new_context_profiles})',
         ]
+        touched = sql.SQL("select null::text where false")
     for statement in statements:
         pg.execute(sql.SQL(statement).format(**params))
-    if chat_messages == "all":
-        counts.note_all(pg, settings.meta_schema)
-    else:
-        counts.note(
-            pg,
-            settings.meta_schema,
-            sql.SQL("select id from {old_context_profiles} union all select id from {new_context_profiles}").format(
-                **params
-            ),
-        )
+    # the context profiles whose chat-message counts may have changed: the owners' (their user or intents)
+    # and, with every message compared, those of the messages that changed
+    counts.note(
+        pg,
+        settings.meta_schema,
+        sql.SQL(
+            "select id from {old_context_profiles} union all select id from {new_context_profiles} union all {touched}"
+        ).format(touched=touched, **params),
+    )
     for table in TABLES:
         pg.execute(sql.SQL("analyze {}").format(_copy(settings, table)))
 

@@ -27,8 +27,7 @@
 
 {% if is_incremental() %}
     -- the context profiles to count again, as one array: `= any(...)` of it reaches through the staging
-    -- views into the copy's indexes, where a join with the views would scan them. NULL marks "all" (the
-    -- orchestrator rebuilds the table whole then)
+    -- views into the copy's indexes, where a join with the views would scan them
     with scope as (
         select coalesce(array_agg(distinct context_profile_id), '{}') as context_profile_ids
         from {{ source('migration_meta', 'context_profile_scope') }}

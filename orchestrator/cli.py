@@ -270,8 +270,11 @@ def sync(
     With --follow, a refused round (a gate failed, or another run or the application's traffic held a
     lock) is reported and the next one tries again; each round's line lists the users it held back and
     how the changes were found: from the write-ahead log (a replication slot, where the server offers
-    it) or by comparing every user's digests (MIGRATION_CHANGE_SOURCE). --follow parses the dbt project
-    once: restart it after editing the models. docs/cutover.md is the runbook.
+    it) or by comparing every user's digests (MIGRATION_CHANGE_SOURCE). The dry-run state's summary is
+    brought up to date for what changed (chat messages written while no user changed are counted by the
+    next round that rebuilds someone). After a server crash, which empties the dry-run state's unlogged
+    tables, a round refuses: run a new dry run. --follow parses the dbt project once: restart it after
+    editing the models. docs/cutover.md is the runbook.
 
     \b
     Examples:

@@ -8,11 +8,12 @@ holds:
   like every other table with a user_id (orchestrator/dry_run.py);
 - the chat-message rows are counted again for the context profile ids of this module's scope table
   only (dbt's delete+insert). The application writes chat messages without changing any owner, so they
-  are not owners' rows: every change to the copy of the legacy rows notes the context profiles whose
-  messages it touched (the stream's changed messages and context profiles, before and after; the
-  messages a digest comparison found changed, and the owners' context profiles), the splice notes those of the users it
-  rebuilt (their user or intents may have changed), and the summary's build empties the table once it
-  has counted them. A row killed before that is counted again by the next summary: never a missed one.
+  are not owners' rows. Every change to the copy of the legacy rows notes the context profiles whose
+  messages it touched: the stream's changed messages and context profiles, before and after; the
+  messages a comparison of every message found changed (the digests, a new slot), and the owners'
+  context profiles. The splice notes those of the users it rebuilt (their user or intents may have
+  changed), and the summary's build empties the table once it has counted them. One killed before
+  that is counted again by the next summary: never a missed one.
 A full dry run copies every chat message and counts them all: it empties the table.
 """
 

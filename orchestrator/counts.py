@@ -7,13 +7,13 @@ holds:
 - the per-owner rows are the rebuilt owners' rows of that table, put in place of theirs by the splice,
   like every other table with a user_id (orchestrator/dry_run.py);
 - the chat-message rows are counted again for the context profile ids of this module's scope table
-  only (dbt's delete+insert). The application writes chat messages without changing any owner, so they
-  are not owners' rows. Every change to the copy of the legacy rows notes the context profiles whose
-  messages it touched: the stream's changed messages and context profiles, before and after; the
-  messages a comparison of every message found changed (the digests, a new slot), and the owners'
-  context profiles. The splice notes those of the users it rebuilt (their user or intents may have
-  changed), and the summary's build empties the table once it has counted them. One killed before
-  that is counted again by the next summary: never a missed one.
+  only (an incremental model: their rows deleted, then appended counted again). The application writes
+  chat messages without changing any owner, so they are not owners' rows. Every change to the copy of
+  the legacy rows notes the context profiles whose messages it touched: the stream's changed messages
+  and context profiles, before and after; the messages a comparison of every message found changed
+  (the digests, a new slot), and the owners' context profiles. The splice notes those of the users it
+  rebuilt (their user or intents may have changed), and the summary's build empties the table once it
+  has counted them. One killed before that is counted again by the next summary: never a missed one.
 A full dry run copies every chat message and counts them all: it empties the table.
 """
 

@@ -6,20 +6,18 @@
 -- message changes none of its user's migrated rows, so it makes no owner to rebuild. A sync round or
 -- catch-up instead brings up to date only the rows of the context profiles it was told of
 -- (migration_meta.context_profile_scope: those of the messages, context profiles and users the copy of
--- the legacy rows changed), by dbt's delete+insert on context_profile_id (var counts_by_difference:
--- orchestrator/dry_run.py). Every such id gets a row, all zeros when no message names it any more, so
--- the delete+insert replaces what the table held; the post-hook then removes the rows of zeros (no id
--- is kept of messages or context profiles that are gone). A full dry run builds the table whole.
+-- the legacy rows changed; var counts_by_difference: orchestrator/dry_run.py): the pre-hook deletes
+-- their rows, and the model appends them counted again (none for an id no message names any more). A
+-- full dry run builds the table whole.
 -- Unlogged: derived from the marts and the copy, rebuilt by every dry run, and no WAL for the change stream
 -- to decode in the next round. A crash empties it: a catch-up then refuses (orchestrator/dry_run.py).
 {{ config(
     materialized='incremental' if var('counts_by_difference', false) else 'table',
-    incremental_strategy='delete+insert',
-    unique_key='context_profile_id',
+    incremental_strategy='append',
     indexes=[{'columns': ['context_profile_id'], 'unique': true}],
     unlogged=true,
-    post_hook=(
-        "{% if is_incremental() %}delete from {{ this }} where chat_messages = 0 and context_profile_id in"
+    pre_hook=(
+        "{% if is_incremental() %}delete from {{ this }} where context_profile_id in"
         " (select context_profile_id from {{ source('migration_meta', 'context_profile_scope') }})"
         "{% else %}select 'nothing to remove: built whole'{% endif %}"
     ),
@@ -96,25 +94,6 @@ counted as (
     left join context_profile_status as status
         on chat_messages.context_profile_id = status.context_profile_id
     group by chat_messages.context_profile_id
-),
-
-counts as (
-    select * from counted
-    {% if is_incremental() %}
-        -- a row of zeros for a noted id no message names any more: the delete+insert then replaces the
-        -- row the table held, and the post-hook removes it
-        union all
-        select
-            noted.context_profile_id,
-            0 as chat_messages,
-            0 as chat_messages_of_migrated_context_profiles,
-            0 as chat_messages_mapped_to_one_intent,
-            0 as chat_messages_of_orphan_context_profiles,
-            0 as chat_messages_without_context_profile
-        from scope
-        cross join lateral unnest(scope.context_profile_ids) as noted (context_profile_id)
-        where noted.context_profile_id not in (select counted.context_profile_id from counted)
-    {% endif %}
 )
 
-select * from counts
+select * from counted

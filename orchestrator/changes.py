@@ -27,6 +27,7 @@ from orchestrator import db, decision_store
 # the metadata tables of the two reference points: what the dry-run state read, what the live tables reflect
 STATES = {"dry_run": "dry_run_reads", "live": "live_reads"}
 BACKUPS = "run_read_backups"
+LAG, LAG_KNOWN = "reads_lag", "reads_lag_known"  # the users whose live and dry-run reads differ (lagging_users)
 NOW = "legacy_reads_now"  # temporary tables of the session: the digests just taken, of every owner
 REBUILT = "legacy_reads_rebuilt"  # ... and of the users a partial rebuild reads
 
@@ -137,17 +138,56 @@ def changed_since(pg: psycopg.Connection, meta_schema: str, state: str, now: sql
 
 
 def differing_users(pg: psycopg.Connection, meta_schema: str, state: str, other: str) -> list[str]:
-    """The users whose reads in ``state`` differ from ``other``'s: with a change stream, the users the live
-    tables do not reflect yet although the dry-run state does (held back, left out, handed over)."""
-    rows = pg.execute(
+    """The users whose reads in ``state`` differ from ``other``'s, counted: a full join of both states
+    (lagging_users keeps the live tables' by difference)."""
+    query = sql.SQL('select owner_id from ({}) as differing order by owner_id collate "C"').format(
+        _differing(meta_schema, state, other)
+    )
+    return [row[0] for row in pg.execute(query)]
+
+
+def _differing(meta_schema: str, state: str, other: str) -> sql.Composable:
+    return sql.SQL(
+        "select coalesce(a.owner_id, b.owner_id) as owner_id from (select owner_id, digest from {a}"
+        " where owner_kind = 'user') as a full join (select owner_id, digest from {b} where owner_kind = 'user')"
+        " as b on a.owner_id = b.owner_id where a.digest is distinct from b.digest"
+    ).format(a=_state(meta_schema, state), b=_state(meta_schema, other))
+
+
+def lagging_users(pg: psycopg.Connection, meta_schema: str) -> list[str]:
+    """The users the live tables do not reflect yet although the dry-run state does (held back, left out,
+    handed over), with a change stream: differing_users(live, dry_run), kept by difference. Every write of
+    either state's reads below puts the users it touched right in the lag (_relag); a write of every owner
+    (replace, clear) leaves it unknown, and then this counts it once and keeps it."""
+    lag, known = sql.Identifier(meta_schema, LAG), sql.Identifier(meta_schema, LAG_KNOWN)
+    if not pg.execute(sql.SQL("select exists (select from {})").format(known)).fetchone()[0]:
+        pg.execute(sql.SQL("truncate {}").format(lag))
+        pg.execute(sql.SQL("insert into {} {}").format(lag, _differing(meta_schema, "live", "dry_run")))
+        pg.execute(sql.SQL("insert into {} default values").format(known))
+    return [row[0] for row in pg.execute(sql.SQL('select owner_id from {} order by owner_id collate "C"').format(lag))]
+
+
+def _lag_unknown(pg: psycopg.Connection, meta_schema: str) -> None:
+    """Every owner of a state was written: the lag is counted again when next needed (lagging_users)."""
+    pg.execute(
+        sql.SQL("truncate {}, {}").format(sql.Identifier(meta_schema, LAG), sql.Identifier(meta_schema, LAG_KNOWN))
+    )
+
+
+def _relag(pg: psycopg.Connection, meta_schema: str, users: sql.Composable, params: dict | list | None = None) -> None:
+    """The users of query ``users`` (one column: user ids) had their reads written in a state: whether each
+    of them lags now (its two digests differ, or one is missing) is put right in the lag."""
+    lag = sql.Identifier(meta_schema, LAG)
+    pg.execute(sql.SQL("delete from {} where owner_id in ({})").format(lag, users), params)
+    pg.execute(
         sql.SQL(
-            "select owner_id from (select coalesce(a.owner_id, b.owner_id) as owner_id from (select owner_id, digest"
-            " from {a} where owner_kind = 'user') as a full join (select owner_id, digest from {b}"
-            " where owner_kind = 'user') as b on a.owner_id = b.owner_id where a.digest is distinct from b.digest)"
-            ' as differing order by owner_id collate "C"'
-        ).format(a=_state(meta_schema, state), b=_state(meta_schema, other))
-    ).fetchall()
-    return [row[0] for row in rows]
+            "insert into {lag} select u.owner_id"
+            " from (select distinct owner_id from ({users}) as touched (owner_id)) as u"
+            " where (select digest from {live} where owner_kind = 'user' and owner_id = u.owner_id)"
+            " is distinct from (select digest from {dry_run} where owner_kind = 'user' and owner_id = u.owner_id)"
+        ).format(lag=lag, users=users, live=_state(meta_schema, "live"), dry_run=_state(meta_schema, "dry_run")),
+        params,
+    )
 
 
 def streamed(pg: psycopg.Connection, owners: Changes, position: str, *, name: str = NOW) -> sql.Identifier:
@@ -172,6 +212,7 @@ def replace(pg: psycopg.Connection, meta_schema: str, state: str, source: sql.Co
     """``state`` := every digest of ``source`` (a table of owner_kind, owner_id, digest)."""
     target = _state(meta_schema, state)
     pg.execute(sql.SQL("truncate {}").format(target))
+    _lag_unknown(pg, meta_schema)
     pg.execute(
         sql.SQL("insert into {} (owner_kind, owner_id, digest) select owner_kind, owner_id, digest from {}").format(
             target, source
@@ -220,6 +261,7 @@ def update(
         ).format(target=target, now=now, owners=owners),
         params,
     )
+    _relag(pg, meta_schema, sql.SQL("select unnest(%(users)s::text[])"), params)
 
 
 def replace_live(pg: psycopg.Connection, meta_schema: str, run_id: str, replacement: sql.Composable) -> None:
@@ -256,6 +298,7 @@ def replace_live(pg: psycopg.Connection, meta_schema: str, run_id: str, replacem
             " from {replacement} as n join {differing} as d on d.owner_kind = n.owner_kind and d.owner_id = n.owner_id"
         ).format(live=live, replacement=replacement, differing=differing)
     )
+    _relag(pg, meta_schema, sql.SQL("select owner_id from {} where owner_kind = 'user'").format(differing))
 
 
 def restore(pg: psycopg.Connection, meta_schema: str, run_id: str) -> None:
@@ -275,6 +318,12 @@ def restore(pg: psycopg.Connection, meta_schema: str, run_id: str) -> None:
         ).format(live=live, backups=backups),
         [run_id],
     )
+    _relag(
+        pg,
+        meta_schema,
+        sql.SQL("select owner_id from {} where run_id = %s and owner_kind = 'user'").format(backups),
+        [run_id],
+    )
 
 
 def forget(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None:
@@ -283,6 +332,7 @@ def forget(pg: psycopg.Connection, meta_schema: str, run_ids: list[str]) -> None
 
 def clear(pg: psycopg.Connection, meta_schema: str, state: str) -> None:
     pg.execute(sql.SQL("truncate {}").format(_state(meta_schema, state)))
+    _lag_unknown(pg, meta_schema)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +369,7 @@ class Reads:
                 ),
                 [list(retry)],
             )
+            _relag(pg, meta_schema, sql.SQL("select unnest(%s::text[])"), [list(retry)])
 
     def _record(self, pg: psycopg.Connection, meta_schema: str, run_id: str, *, created: bool) -> None:
         if self.changes is None:

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from orchestrator import db
 
 # Bump when metadata.sql changes: the schema's comment records the version its tables are at.
-METADATA_VERSION = "orchestrator metadata 11"
+METADATA_VERSION = "orchestrator metadata 12"
 
 
 def ensure(pg: psycopg.Connection, meta_schema: str) -> None:

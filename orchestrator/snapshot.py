@@ -313,7 +313,7 @@ def _take_from_stream(
         changed = changes.Changes(*stream.pending_owners(pg, settings, users, profiles))
         if "live" in against:
             changed = changed | changes.Changes(
-                changes.differing_users(pg, settings.meta_schema, "live", "dry_run"), []
+                changes.lagging_users(pg, settings.meta_schema), []
             )
         reads = changes.streamed(pg, changed, read.position or position)
         if changed:

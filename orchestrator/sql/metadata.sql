@@ -157,6 +157,17 @@ create table if not exists live_reads (
     digest     numeric not null,
     primary key (owner_kind, owner_id)
 );
+-- The users whose digests differ between live_reads and dry_run_reads (a round's users the live tables do
+-- not reflect yet: held back, left out, handed over), kept by difference by every write to either
+-- (orchestrator/changes.py), so that a round finds them without comparing a million digests.
+-- reads_lag_known holds its one row while reads_lag is exact; a write of every owner empties both, and
+-- the next round counts them again.
+create table if not exists reads_lag (
+    owner_id text primary key
+);
+create table if not exists reads_lag_known (
+    known boolean primary key default true check (known)
+);
 -- rollback: the live reads a promote or sync round replaced (digest NULL: the owner had none)
 create table if not exists run_read_backups (
     run_id     text not null,

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from helpers import EVERYTHING, execute, no_prompt, query
 from psycopg import sql
-from test_live_sync import FIXTURES, differences
+from test_live_sync import FIXTURES, differences, lag_problems
 
-from orchestrator import decision_store, dry_run, fixtures, sync
+from orchestrator import changes, decision_store, dry_run, fixtures, sync
 from orchestrator import promote as promoting
 from orchestrator import rollback as rolling_back
 from orchestrator.errors import OrchestratorError
@@ -224,6 +224,9 @@ def test_one_stale_decision_holds_back_one_user(built, tmp_path):
     assert age == [("99-100",)]
     again = sync.sync_round(settings, conn, confirm=no_prompt)
     assert again.held_back == [user]  # listed again until a reviewer decides or clears it
+    with psycopg.connect(**conn.kwargs()) as pg:  # the live tables lag behind for that user: kept by difference
+        assert changes.lagging_users(pg, settings.meta_schema) == [user]
+        assert lag_problems(pg, settings) == []
 
 
 def test_an_application_write_between_the_drift_check_and_the_write_is_never_overwritten(promoted):

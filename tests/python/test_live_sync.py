@@ -118,7 +118,21 @@ def differences(conn, settings, *, dry_run_too: bool, threshold: Decimal) -> lis
             )
             _, found = compare(pg, settings.dry_run_schema, expected)
             problems += [f"dry run {p}" for p in found]
+        problems += lag_problems(pg, settings)
     return problems
+
+
+def lag_problems(pg, settings) -> list[str]:
+    """The users the live tables lag behind the dry-run state by, as kept by difference (when known),
+    against a full comparison of both states' reads."""
+    known = pg.execute(
+        sql.SQL("select exists (select from {})").format(sql.Identifier(settings.meta_schema, changes.LAG_KNOWN))
+    ).fetchone()[0]
+    if not known:
+        return []
+    kept = changes.lagging_users(pg, settings.meta_schema)
+    counted = changes.differing_users(pg, settings.meta_schema, "live", "dry_run")
+    return [] if kept == counted else [f"lagging users kept {kept}, counted {counted}"]
 
 
 # -- random legacy writes -------------------------------------------------------------------------------
@@ -338,6 +352,26 @@ def test_a_round_with_nothing_to_do_writes_nothing(promoted):
     result = sync.sync_round(settings, conn, confirm=no_prompt)
     assert result.run_id is None and not result.changed and result.plan == {}
     assert audit(conn, settings) == before
+
+
+def test_a_refused_round_leaves_its_users_lagging_for_the_next(promoted):
+    """A round whose gates refuse after its catch-up leaves the dry-run state ahead of the live tables for
+    the users it rebuilt: the lag kept by difference says so (as a full comparison of the reads does), and
+    the next round writes them."""
+    settings, conn = promoted
+    for value in ("Lisbon", "Porto"):  # the first round makes the slot, the second reads the stream
+        execute(
+            conn, f"""update {FIXTURES}."Profile" set data = data || '{{"location": "{value}"}}' where id = 'p02r'"""
+        )
+        sync.sync_round(settings, conn, confirm=no_prompt)
+    execute(conn, f"""update {FIXTURES}."Profile" set data = data || '{{"location": "Faro"}}' where id = 'p03r'""")
+    with pytest.raises(CheckFailed, match="conflict rate"):
+        sync.sync_round(settings, conn, confirm=no_prompt, max_conflict_rate=Decimal(0))
+    with psycopg.connect(**conn.kwargs()) as pg:
+        assert lag_problems(pg, settings) == []
+        assert changes.lagging_users(pg, settings.meta_schema) == ["u03"]
+    assert sync.sync_round(settings, conn, confirm=no_prompt).changed.users == ["u03"]
+    assert differences(conn, settings, dry_run_too=False, threshold=EVERYTHING) == []
 
 
 def test_a_round_refuses_a_dry_run_state_a_crash_emptied(promoted):

@@ -312,9 +312,7 @@ def _take_from_stream(
         # with those a run killed before the dry-run state recorded them
         changed = changes.Changes(*stream.pending_owners(pg, settings, users, profiles))
         if "live" in against:
-            changed = changed | changes.Changes(
-                changes.lagging_users(pg, settings.meta_schema), []
-            )
+            changed = changed | changes.Changes(changes.lagging_users(pg, settings.meta_schema), [])
         reads = changes.streamed(pg, changed, read.position or position)
         if changed:
             _ensure_copy(pg, settings, require_rows=True)

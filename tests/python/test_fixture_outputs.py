@@ -15,6 +15,7 @@ from functools import partial
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from orchestrator import dry_run, fixtures
@@ -437,3 +438,47 @@ def test_summary(built):
         "chat_messages_of_orphan_context_profiles": figure(1),  # m6 (cpX1)
         "chat_messages_without_context_profile": figure(1),  # m7 (cp_gone)
     }
+
+
+@pytest.mark.parametrize(
+    ("statement", "violation"),
+    [
+        ("insert into {s}.profile select * from {s}.profile limit 1", psycopg.errors.UniqueViolation),
+        (
+            "insert into {s}.profile select md5(id), user_id || 'x', core_values, beliefs, interaction_style,"
+            " lifestyle, constraints, location, age_range, name, completeness, missing, created_at, updated_at"
+            " from {s}.profile limit 1",
+            None,  # the control: a row with new keys goes in
+        ),
+        ("update {s}.profile set user_id = (select max(user_id) from {s}.profile)", psycopg.errors.UniqueViolation),
+        ("update {s}.profile set id = null", psycopg.errors.NotNullViolation),
+        ("update {s}.profile set completeness = 101", psycopg.errors.CheckViolation),
+        ("insert into {s}.context_intent select * from {s}.context_intent limit 1", psycopg.errors.UniqueViolation),
+        (
+            "update {s}.context_intent set id = md5(id) where context_type = 'friendship' and user_id = 'u03'",
+            None,  # the control
+        ),
+        (
+            "update {s}.context_intent set context_type = 'romantic' where context_type = 'friendship'"
+            " and user_id in (select user_id from {s}.context_intent where context_type = 'romantic')",
+            psycopg.errors.UniqueViolation,
+        ),
+        ("update {s}.context_intent set context_type = 'business'", psycopg.errors.CheckViolation),
+        ("update {s}.context_intent set completeness = -1", psycopg.errors.CheckViolation),
+        ("update {s}.context_intent set user_id = null", psycopg.errors.NotNullViolation),
+    ],
+)
+def test_the_database_enforces_the_output_keys_and_ranges(built, settings, database, statement, violation):
+    """The keys, not-nulls, context types and completeness range of profile and context_intent are the
+    tables' own constraints and unique indexes (no data test scans them again): a build or a catch-up's
+    splice that broke one would fail. Each statement runs in a transaction that is rolled back."""
+    with psycopg.connect(**database.kwargs()) as pg:
+        schema = sql.Identifier(settings.dry_run_schema).as_string(pg)
+        try:
+            if violation is None:
+                assert pg.execute(statement.format(s=schema)).rowcount == 1
+            else:
+                with pytest.raises(violation):
+                    pg.execute(statement.format(s=schema))
+        finally:
+            pg.rollback()

@@ -271,6 +271,10 @@ def write(
     state before this run.
     """
     pg.execute(sql.SQL("drop table if exists {}").format(_DIFF))
+    if scope_table is None:
+        # every row compared: the planner, expecting every row out of the join, would run it on one core to
+        # spare moving rows between processes; few differ (snapshot._replace_owners does the same)
+        pg.execute("set local parallel_tuple_cost = 0")
     pg.execute(
         sql.SQL(
             "create temporary table {diff} as select d.id as dry_id, d.user_id as dry_user, l.{id} as live_id,"
@@ -288,6 +292,7 @@ def write(
             same=pair.same_row(),
         )
     )
+    pg.execute("reset parallel_tuple_cost")
     differing = pg.execute(sql.SQL("select count(*) from {}").format(_DIFF)).fetchone()[0]
     if differing:
         pg.execute(sql.SQL("analyze {}").format(_DIFF))

@@ -6,6 +6,8 @@ Exit codes: 0 done; 1 ran and a gate or check failed (nothing changed); 2 could 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 import traceback
 from pathlib import Path
@@ -618,6 +620,10 @@ def demo(
 
 
 def main() -> None:
+    # When the process ends, Python collects every object still alive: after a dbt run (its parsed
+    # project, millions of objects) that took 0.8-1.2 s of a command's time, 0.1 s frozen first. Log
+    # files and connections are closed explicitly (logging's own exit handler runs after this one).
+    atexit.register(gc.freeze)
     try:
         app()
     except Exception:  # noqa: BLE001 (a bug: show it, and exit "could not run", never "check failed")

@@ -13,8 +13,10 @@ own dbt state directory (``DbtProject.batch``).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
+import gc
 import multiprocessing
 import os
 import signal
@@ -103,6 +105,7 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent:
         os._exit(1)
+    atexit.register(gc.freeze)  # no final collection of dbt's objects when the process ends (cli.main)
 
 
 def build_batches(

@@ -2,7 +2,7 @@
     The output columns of the two marts, in the order of the spec (§7) and of the required fields
     (§6). This is the one compile-time list of target fields: the marts' pivots are generated from
     it. The business rules stay data: which legacy keys feed a field is the `field_map` seed, which
-    fields are required is the `required_fields` seed; `tests/singular/field_catalog_matches_seeds.sql`
+    fields are required is the `required_fields` seed; `tests/singular/seed_checks/field_catalog_matches_seeds.sql`
     fails if this list and the seeds ever disagree.
 #}
 {% macro profile_fields() %}

@@ -267,9 +267,11 @@ class DbtRun:
         except (OSError, ValueError):
             return None
 
-    def node_count(self, kinds: set[str], *, with_unit_tests: bool = False) -> int | None:
+    def node_count(
+        self, kinds: set[str], *, with_unit_tests: bool = False, without_tag: str | None = None
+    ) -> int | None:
         """Nodes of these resource types a run will go through, from the last manifest (None before the
-        first run): the enabled ones, fixtures left out."""
+        first run): the enabled ones, fixtures and those tagged ``without_tag`` left out."""
         manifest = self.manifest()
         if manifest is None:
             return None
@@ -279,6 +281,7 @@ class DbtRun:
             if node.get("resource_type") in kinds
             and node.get("config", {}).get("enabled", True)
             and "fixtures" not in node.get("tags", [])
+            and (without_tag is None or without_tag not in node.get("tags", []))
         ]
         return (len(nodes) + (len(manifest.get("unit_tests", {})) if with_unit_tests else 0)) or None
 

@@ -27,6 +27,9 @@ from orchestrator.faults import fault_point
 from orchestrator.feedback import SILENT, Feedback
 
 BUILD_NODES = {"model", "seed", "test"}  # what `dbt build` runs, with the unit tests
+# the tag of the tests that read only the seeds (dbt_project.yml): a partial rebuild runs them as it does
+# the unit tests, only when no full dry run of the same models version passed them
+SEED_CHECKS = "seed_checks"
 FAILED = ("error", "fail", "runtime error")
 
 
@@ -140,8 +143,9 @@ def rebuild_users(
     those users taken now.
 
     The outcome is recorded whether or not the tests pass: promote's gates read it and refuse a failed
-    one, saying which test failed. The unit tests are left out when a full dry run built by the same
-    models version passed them (they read fixed inputs, never the users rebuilt), else run after the build.
+    one, saying which test failed. The unit tests and the seed checks (tag `seed_checks`: tests of the
+    field map and the required fields) are left out when a full dry run built by the same models version
+    passed them (they read fixed inputs, never the users rebuilt), else run after the build.
     """
     preload()
     if max_conflict_rate is None:
@@ -151,13 +155,13 @@ def rebuild_users(
         db.require_legacy_tables(pg, settings.legacy_schema)
 
         def build() -> DbtResult:
-            result = _build(run, feedback, ["build", "--exclude-resource-type", "unit_test"])
+            result = _build(
+                run, feedback, ["build", "--exclude-resource-type", "unit_test", "--exclude", f"tag:{SEED_CHECKS}"]
+            )
             if result.success and not metadata.unit_tests_passed(pg, settings.meta_schema, run.models_version()):
-                unit_tests = run.invoke(["test", "--resource-type", "unit_test"])
-                # the rebuild's invocation, unless the unit tests failed: then theirs, to describe the failure
-                result = dataclasses.replace(
-                    result if unit_tests.success else unit_tests, nodes=result.nodes + unit_tests.nodes
-                )
+                fixed = run.invoke(["test", "--select", "resource_type:unit_test", f"tag:{SEED_CHECKS}"])
+                # the rebuild's invocation, unless those tests failed: then theirs, to describe the failure
+                result = dataclasses.replace(result if fixed.success else fixed, nodes=result.nodes + fixed.nodes)
             return result
 
         return _recorded(
@@ -240,7 +244,11 @@ def _verdict(result: DbtResult) -> tuple[str, int, str | None]:
 
 
 def _build(run: DbtRun, feedback: Feedback, args: list[str]) -> DbtResult:
-    total = run.node_count(BUILD_NODES, with_unit_tests="unit_test" not in args)
+    total = run.node_count(
+        BUILD_NODES,
+        with_unit_tests="unit_test" not in args,
+        without_tag=SEED_CHECKS if f"tag:{SEED_CHECKS}" in args else None,
+    )
     with feedback.progress("dbt build", total) as advance:
         return run.invoke(args, on_node_finished=advance)
 

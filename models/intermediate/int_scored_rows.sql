@@ -31,9 +31,8 @@ row_fields as (
     select
         user_id,
         intent_context_type as context_type,
-        jsonb_object_agg(field, merged_value) as fields,
-        -- a field twice in one row would collapse into one key: tested against the object's keys
-        count(*) as merged_field_count
+        -- one row per field (one kind per field in the field map): a second would be refused here
+        {{ jsonb_object_agg_refusing_twice('field', 'merged_value') }} as fields
     from merged
     group by user_id, intent_context_type
 ),
@@ -59,8 +58,7 @@ with_fields as (
         output_rows.user_id,
         output_rows.context_type,
         output_rows.required_for,
-        coalesce(row_fields.fields, '{}'::jsonb) as fields,
-        coalesce(row_fields.merged_field_count, 0) as merged_field_count
+        coalesce(row_fields.fields, '{}'::jsonb) as fields
     from output_rows
     left join row_fields
         on
@@ -73,7 +71,6 @@ with_missing as (
         with_fields.user_id,
         with_fields.context_type,
         with_fields.fields,
-        with_fields.merged_field_count,
         coalesce(cardinality(required_lists.required), 0) as required_count,
         array(
             select required.field
@@ -91,7 +88,6 @@ scored as (
         user_id,
         context_type,
         fields,
-        merged_field_count,
         {{ completeness_score('required_count - cardinality(missing)', 'required_count') }} as completeness,
         missing
     from with_missing

@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from orchestrator import dry_run, fixtures
 from orchestrator.config import FIXTURES_SCHEMA
+from orchestrator.dbt import DbtProject
 
 
 def ts(month: int, hour: int) -> dt.datetime:
@@ -480,5 +481,64 @@ def test_the_database_enforces_the_output_keys_and_ranges(built, settings, datab
             else:
                 with pytest.raises(violation):
                     pg.execute(statement.format(s=schema))
+        finally:
+            pg.rollback()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "model", "violation"),
+    [
+        (None, "profile", None),  # the controls: the models' own SQL, on the rows as built, goes in
+        (None, "context_intent", None),
+        (
+            "insert into {s}.int_scored_rows select * from {s}.int_scored_rows where context_type is null limit 1",
+            "profile",
+            psycopg.errors.UniqueViolation,
+        ),
+        (
+            "insert into {s}.int_scored_rows select * from {s}.int_scored_rows where context_type is not null limit 1",
+            "context_intent",
+            psycopg.errors.UniqueViolation,
+        ),
+        (
+            "insert into {s}.int_context_intents select * from {s}.int_context_intents limit 1",
+            "context_intent",
+            psycopg.errors.UniqueViolation,
+        ),
+        (
+            "update {s}.int_scored_rows set completeness = 101 where context_type is null",
+            "profile",
+            psycopg.errors.CheckViolation,
+        ),
+        (
+            "update {s}.int_scored_rows set completeness = -1 where context_type is not null",
+            "context_intent",
+            psycopg.errors.CheckViolation,
+        ),
+    ],
+)
+def test_the_outputs_constraints_refuse_what_the_intermediate_tests_checked(
+    built, settings, database, breakage, model, violation
+):
+    """int_scored_rows and int_context_intents have no data test of their grain or range (docs/decisions.md,
+    "Tests and constraints"): each of their rows becomes one row of profile or context_intent, whose unique
+    indexes and check constraints refuse a second row or a completeness out of range. Here the intermediate
+    table is broken, then the output built again from it with the model's own compiled SQL, in a
+    transaction that is rolled back."""
+    compiled = DbtProject(settings, database).full().target_path / "compiled" / "migration" / "models" / "marts"
+    select = (compiled / f"{model}.sql").read_text()
+    with psycopg.connect(**database.kwargs()) as pg:
+        schema = sql.Identifier(settings.dry_run_schema).as_string(pg)
+        output = f"{schema}.{sql.Identifier(model).as_string(pg)}"
+        try:
+            if breakage is not None:
+                assert pg.execute(breakage.format(s=schema)).rowcount >= 1
+            rows = pg.execute(f"select count(*) from {output}").fetchone()[0]
+            pg.execute(f"truncate {output}")
+            if violation is None:
+                assert pg.execute(f"insert into {output} {select}").rowcount == rows
+            else:
+                with pytest.raises(violation):
+                    pg.execute(f"insert into {output} {select}")
         finally:
             pg.rollback()

@@ -163,7 +163,9 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     assert partial["args"]["vars"] == {**snapshot_vars, "user_scope": True, "max_conflict_rate": 1.0}
 
 
-def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_models_passed_them(fresh, tmp_path):
+def test_a_partial_rebuild_runs_the_unit_tests_and_seed_checks_unless_a_full_dry_run_of_its_models_passed_them(
+    fresh, tmp_path
+):
     settings, conn = fresh
 
     def partial_rebuild(settings):
@@ -177,24 +179,45 @@ def test_a_partial_rebuild_runs_the_unit_tests_unless_a_full_dry_run_of_its_mode
     def unit_tests(outcome):
         return [node.status for node in outcome.dbt.nodes if node.resource_type == "unit_test"]
 
-    # the full dry run passed them with these models: the rebuild leaves them out
+    def seed_checks(outcome):
+        # the tests of the field map and the required fields (tag seed_checks), by name
+        return {
+            node.unique_id.split(".")[2]: node.status
+            for node in outcome.dbt.nodes
+            if node.resource_type == "test"
+            and any(name in node.unique_id for name in ("field_map", "required_fields", "field_catalog"))
+        }
+
+    # the full dry run passed them with these models: the rebuild leaves them out, and runs every other test
     outcome = partial_rebuild(settings)
-    assert outcome.record["status"] == "built" and unit_tests(outcome) == []
+    assert outcome.record["status"] == "built" and unit_tests(outcome) == [] and seed_checks(outcome) == {}
+    assert any(node.unique_id == "test.migration.key_accounting_reconciles" for node in outcome.dbt.nodes)
     # no full dry run of these models passed them (a model changed since, say): the rebuild runs them
     execute(conn, f"update \"{settings.meta_schema}\".dry_runs set models_version = 'older' where scope = 'all'")
     outcome = partial_rebuild(settings)
     assert outcome.record["status"] == "built" and len(unit_tests(outcome)) >= 10
     assert set(unit_tests(outcome)) == {"pass"}
+    checks = seed_checks(outcome)
+    assert {"field_catalog_matches_seeds", "field_map_one_kind_per_field", "unique_field_map_priority"} <= set(checks)
+    assert set(checks.values()) == {"pass"}
     # ... and one failing fails the rebuild (in a copy of the project where a unit test expects a wrong row)
-    copy = tmp_path / "project"
     ignored = shutil.ignore_patterns(".git", ".venv", ".orchestrator", "target", "node_modules")
+    copy = tmp_path / "project"
     shutil.copytree(settings.project_dir, copy, ignore=ignored)
     models_yaml = copy / "models" / "intermediate" / "_intermediate__models.yml"
     right = "p1,relationshipTimeline,context_intent,relationshipTimeline,"  # the key's expected field
     wrong = "p1,relationshipTimeline,context_intent,relationshipTimelime,"
     assert right in models_yaml.read_text()
     models_yaml.write_text(models_yaml.read_text().replace(right, wrong))
-    with pytest.raises(CheckFailed, match=r"dbt test --resource-type unit_test` failed: unit_test\.migration\."):
+    failed = r"`dbt test --select resource_type:unit_test tag:seed_checks` failed: unit_test\.migration\."
+    with pytest.raises(CheckFailed, match=failed):
+        partial_rebuild(dataclasses.replace(settings, project_dir=copy))
+    # ... and so does a seed check (another copy, whose field map gives a Profile field a second kind)
+    copy = tmp_path / "project-with-two-kinds"
+    shutil.copytree(settings.project_dir, copy, ignore=ignored)
+    field_map = copy / "seeds" / "lookup" / "field_map.csv"
+    field_map.write_text(field_map.read_text().rstrip("\n") + "\n4000,coreValuesText,profile,,coreValues,scalar\n")
+    with pytest.raises(CheckFailed, match=r"test\.migration\.field_map_one_kind_per_field \(fail\)"):
         partial_rebuild(dataclasses.replace(settings, project_dir=copy))
 
 

@@ -7,6 +7,12 @@ ratio. Alternating puts both under the same load on a shared machine; the median
 slow run. Each checkout needs a venv with the project installed (`python3 -m venv .venv && .venv/bin/pip
 install -e .`).
 
+After each dry run it also hashes every output table of the dry-run schema (the marts and the seeds: what
+other tools read; not the intermediate and staging relations, whose columns a refactoring may change),
+each row as text, in an order-free digest. The two checkouts must give the same digest for every table,
+run after run (a refactoring that changes no output row); the script says which tables differ and exits 1
+if any does. `--no-compare` skips the hashing.
+
 Example (the code before and after a refactoring, on a 1M-user schema):
     git worktree add --detach /tmp/before <commit>   # + its venv
     PGHOST=... PGPORT=... PGUSER=... PGPASSWORD=... PGDATABASE=... \\
@@ -18,11 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+DRY_RUN_SCHEMA = os.environ.get("MIGRATION_DRY_RUN_SCHEMA", "migration_dry_run")
+NOT_OUTPUTS = re.compile(r"^(int_|stg_)|__batch_[0-9]+$")
 
 
 def dry_run(checkout: Path, home: Path, schema: str, log) -> float:
@@ -43,6 +56,28 @@ def dry_run(checkout: Path, home: Path, schema: str, log) -> float:
     return round(seconds, 1)
 
 
+def output_digests(schema: str) -> dict[str, str]:
+    """table -> digest of its rows (md5 of each row's text, sorted, hashed again): the output tables and views
+    of the dry-run schema ``schema``."""
+    with psycopg.connect(autocommit=True) as pg:
+        names = [
+            name
+            for (name,) in pg.execute(
+                "select c.relname from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relkind in ('r', 'v', 'm') order by c.relname",
+                [schema],
+            ).fetchall()
+            if not NOT_OUTPUTS.search(name)
+        ]
+        return {
+            name: pg.execute(
+                sql.SQL("select count(*) || ':' || coalesce(md5(string_agg(h, '' order by h)), '') from")
+                + sql.SQL(" (select md5(t::text) as h from {} as t) as rows").format(sql.Identifier(schema, name))
+            ).fetchone()[0]
+            for name in names
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--schema", required=True)
@@ -50,11 +85,13 @@ def main() -> None:
     parser.add_argument("--b", type=Path, required=True, help="the second checkout (e.g. after it)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
+    parser.add_argument("--no-compare", action="store_true", help="do not hash the output tables after each run")
     args = parser.parse_args()
     if not os.environ.get("PGHOST"):
         raise SystemExit("set PGHOST (and PGPORT, PGUSER, PGPASSWORD, PGDATABASE): both checkouts use that server")
     homes = {name: Path(tempfile.mkdtemp(prefix=f"paired-{name}-")) for name in ("a", "b")}
     times: dict[str, list[float]] = {"a": [], "b": []}
+    digests: dict[str, list[dict[str, str]]] = {"a": [], "b": []}
     log_path = Path(tempfile.mkdtemp(prefix="paired-log-")) / "dry_runs.log"
     with open(log_path, "a") as log:
         for round_number in range(1, args.rounds + 1):
@@ -62,6 +99,8 @@ def main() -> None:
                 seconds = dry_run(getattr(args, name).resolve(), homes[name], args.schema, log)
                 times[name].append(seconds)
                 print(f"round {round_number}: {name} ({getattr(args, name)}) {seconds} s", flush=True)
+                if not args.no_compare:
+                    digests[name].append(output_digests(DRY_RUN_SCHEMA))
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "schema": args.schema,
@@ -71,9 +110,19 @@ def main() -> None:
         "median": medians,
         "b_over_a": round(medians["b"] / medians["a"], 3),
     }
+    differing = []
+    if not args.no_compare:
+        runs = [run for checkout in ("a", "b") for run in digests[checkout]]
+        tables = sorted({table for run in runs for table in run})
+        # a table missing from a run (None) differs too
+        differing = [table for table in tables if len({run.get(table) for run in runs}) > 1]
+        result["output_tables"] = {table: runs[0].get(table) for table in tables}
+        result["output_tables_differing"] = differing
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if differing:
+        raise SystemExit(f"the output tables differ between the runs: {', '.join(differing)}")
 
 
 if __name__ == "__main__":

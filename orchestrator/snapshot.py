@@ -40,6 +40,11 @@ TABLES: dict[str, tuple[str, ...] | None] = {
 }
 # how an owner's rows are reached in the copy (a catch-up replaces a few owners' rows among millions)
 INDEXES = {"ContextProfile": "userId", "Profile": "contextProfileId"}
+# The copy is written once in bulk, then changed a few rows at a time: autovacuum's vacuums after inserts
+# (PostgreSQL 13 on) would read every page of it while the dry run builds from it, to set visibility bits
+# nothing needs. They are off for the copy; vacuums after deletes and updates, and the anti-wraparound
+# ones, stay as the server has them (macros/analyze.sql does the same for the dry run's tables).
+NO_INSERT_VACUUM = sql.SQL("autovacuum_vacuum_insert_threshold = -1")
 
 
 @dataclasses.dataclass
@@ -105,7 +110,9 @@ def _copy_decisions(pg: psycopg.Connection, settings: Settings) -> None:
         pg.execute(sql.SQL("truncate {}").format(target))
         pg.execute(sql.SQL("insert into {} select * from {}").format(target, source))
     else:
-        pg.execute(sql.SQL("create unlogged table {} as select * from {}").format(target, source))
+        pg.execute(
+            sql.SQL("create unlogged table {} with ({}) as select * from {}").format(target, NO_INSERT_VACUUM, source)
+        )
 
 
 def take_all(pg: psycopg.Connection, settings: Settings) -> Snapshot:
@@ -159,8 +166,8 @@ def _copy_all(pg: psycopg.Connection, settings: Settings, made: stream.Created |
             # the staging views of the last build read the old copy: dropped with it, the build makes them again
             pg.execute(sql.SQL("drop table if exists {} cascade").format(_copy(settings, table)))
             pg.execute(
-                sql.SQL("create unlogged table {} as select {} from {}").format(
-                    _copy(settings, table), _columns(table), _legacy(settings, table)
+                sql.SQL("create unlogged table {} with ({}) as select {} from {}").format(
+                    _copy(settings, table), NO_INSERT_VACUUM, _columns(table), _legacy(settings, table)
                 )
             )
         _copy_decisions(pg, settings)
@@ -342,8 +349,8 @@ def _ensure_copy(pg: psycopg.Connection, settings: Settings, *, require_rows: bo
                     f"`orchestrator dry-run` again; nothing was changed"
                 )
             pg.execute(
-                sql.SQL("create unlogged table {} as select {} from {} with no data").format(
-                    target, _columns(table), source
+                sql.SQL("create unlogged table {} with ({}) as select {} from {} with no data").format(
+                    target, NO_INSERT_VACUUM, _columns(table), source
                 )
             )
         elif _column_types(pg, settings.snapshot_schema, table) != _column_types(

@@ -542,3 +542,22 @@ def test_the_outputs_constraints_refuse_what_the_intermediate_tests_checked(
                     pg.execute(f"insert into {output} {select}")
         finally:
             pg.rollback()
+
+
+def test_the_dry_runs_tables_are_not_vacuumed_for_their_inserts(built, settings, database):
+    """Every table a dry run writes (dbt's, and the copy of the legacy rows) is written in bulk once: autovacuum
+    must not read it whole for its inserts while the dry run goes on (macros/analyze.sql). Vacuums after
+    deletes keep the server's settings."""
+    with psycopg.connect(**database.kwargs()) as pg:
+        tables = pg.execute(
+            "select n.nspname, c.relname, coalesce(c.reloptions, '{}') from pg_class as c"
+            " join pg_namespace as n on n.oid = c.relnamespace where c.relkind = 'r' and n.nspname in (%s, %s)",
+            [settings.dry_run_schema, settings.snapshot_schema],
+        ).fetchall()
+    seeds = {"field_map", "required_fields"}  # loaded by `dbt seed`, a hundred rows
+    built_tables = {(schema, name): options for schema, name, options in tables if name not in seeds}
+    assert {schema for schema, _ in built_tables} == {settings.dry_run_schema, settings.snapshot_schema}
+    assert (settings.dry_run_schema, "int_profile_keys_classified") in built_tables
+    assert (settings.snapshot_schema, "Profile") in built_tables
+    not_set = [key for key, options in built_tables.items() if "autovacuum_vacuum_insert_threshold=-1" not in options]
+    assert not_set == []

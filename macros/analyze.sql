@@ -18,10 +18,11 @@
     bits nothing here needs. At 1M users its workers spent 285 s vacuuming the dry run's tables (and 147 s
     the copy of the legacy rows) during one dry run of about 360 s on two cores. Vacuums after deletes (a
     catch-up's splice, a round's incremental counts) and the anti-wraparound ones stay as the server has
-    them.
+    them. Not in a partial rebuild (var user_scope): its tables hold a few users, and one statement more
+    per table is a cost every sync round would pay.
 #}
 {% macro no_insert_vacuum() -%}
-    {%- if config.get('materialized') in ('table', 'incremental') -%}
+    {%- if config.get('materialized') in ('table', 'incremental') and not var('user_scope', false) -%}
         alter table {{ this }} set (autovacuum_vacuum_insert_threshold = -1)
     {%- endif -%}
 {%- endmacro %}

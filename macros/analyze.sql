@@ -15,8 +15,9 @@
     Post-hook of every model too (dbt_project.yml): no vacuum of a table just built because rows were
     inserted. Every table of a dry run is written in bulk once and read at once by the next model; from
     PostgreSQL 13 on autovacuum vacuums a table after enough inserts, reading every page to set visibility
-    bits nothing here needs. At 1M users its workers spent 285 s vacuuming the dry run's tables (and 147 s
-    the copy of the legacy rows) during one dry run of about 360 s on two cores. Vacuums after deletes (a
+    bits nothing here needs. In one dry run of 1M users (344 s, two cores) its workers had spent 285 s in
+    vacuums of the dry run's tables by the middle of the batches and 535 s by the end, and 147 s in vacuums
+    of the copy of the legacy rows (their cost-based sleeps included). Vacuums after deletes (a
     catch-up's splice, a round's incremental counts) and the anti-wraparound ones stay as the server has
     them. Not in a partial rebuild (var user_scope): its tables hold a few users, and one statement more
     per table is a cost every sync round would pay.

@@ -42,7 +42,8 @@ ALL_PROFILE = ["coreValues", "beliefs", "interactionStyle", "lifestyle", "constr
 def built(settings, database):
     fixtures.load(settings, database, FIXTURES_SCHEMA)
     dry_run.dry_run(settings, database)
-    with psycopg.connect(**database.kwargs()) as pg:
+    # autocommit: the tests' reads must hold no lock between tests (the ones below write the same tables)
+    with psycopg.connect(**database.kwargs(), autocommit=True) as pg:
         set_json_loads(partial(json.loads, parse_float=Decimal), pg)
 
         def rows(query):
@@ -476,13 +477,18 @@ def test_the_database_enforces_the_output_keys_and_ranges(built, settings, datab
     with psycopg.connect(**database.kwargs()) as pg:
         schema = sql.Identifier(settings.dry_run_schema).as_string(pg)
         try:
-            if violation is None:
-                assert pg.execute(statement.format(s=schema)).rowcount == 1
-            else:
-                with pytest.raises(violation):
-                    pg.execute(statement.format(s=schema))
+            _goes_in_or_is_refused(pg, statement.format(s=schema), violation, rows=1)
         finally:
             pg.rollback()
+
+
+def _goes_in_or_is_refused(pg, statement: str, violation, rows: int) -> None:
+    """The control (violation None) writes exactly `rows` rows; otherwise the database refuses the statement."""
+    if violation is None:
+        assert pg.execute(statement).rowcount == rows
+    else:
+        with pytest.raises(violation):
+            pg.execute(statement)
 
 
 @pytest.mark.parametrize(
@@ -531,15 +537,12 @@ def test_the_outputs_constraints_refuse_what_the_intermediate_tests_checked(
         schema = sql.Identifier(settings.dry_run_schema).as_string(pg)
         output = f"{schema}.{sql.Identifier(model).as_string(pg)}"
         try:
+            pg.execute("set local lock_timeout = '10s'")  # a lock held elsewhere fails the test, never hangs it
             if breakage is not None:
                 assert pg.execute(breakage.format(s=schema)).rowcount >= 1
             rows = pg.execute(f"select count(*) from {output}").fetchone()[0]
             pg.execute(f"truncate {output}")
-            if violation is None:
-                assert pg.execute(f"insert into {output} {select}").rowcount == rows
-            else:
-                with pytest.raises(violation):
-                    pg.execute(f"insert into {output} {select}")
+            _goes_in_or_is_refused(pg, f"insert into {output} {select}", violation, rows)
         finally:
             pg.rollback()
 

@@ -244,6 +244,7 @@ def test_an_application_write_between_the_drift_check_and_the_write_is_never_ove
     assert location == [("the app",)]
 
 
+@pytest.mark.slow  # CI runs it on one version: the audit record
 def test_the_audit_after_a_refused_catch_up_names_the_review_and_every_user_rebuilt_since(built):
     from orchestrator.errors import CheckFailed
 

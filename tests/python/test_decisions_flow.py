@@ -123,6 +123,7 @@ def test_decisions_are_migrated_logged_explained_and_promoted(fresh, tmp_path):
     assert live_location(conn, "u04") == "SF" and live_timeline(conn, "u07") == "actively_looking"
 
 
+@pytest.mark.slow  # CI runs it on one version: the decisions SQL runs on both versions in the first test
 def test_a_stale_decision_blocks_promote_until_decided_again_or_cleared(fresh, tmp_path):
     settings, conn, env = fresh
     decide(env, tmp_path, "u04,,location,,,2,", "u10,,location,,,2,")
@@ -165,6 +166,7 @@ def test_a_stale_decision_blocks_promote_until_decided_again_or_cleared(fresh, t
     assert live_location(conn, "u04") == "NYC"  # the first value again
 
 
+@pytest.mark.slow  # CI runs it on one version: the decisions SQL runs on both versions in the first test
 def test_a_partial_promote_applies_and_counts_only_its_users_decisions(fresh, tmp_path):
     settings, conn, env = fresh
     assert promote(env).exit_code == 0  # live, no decision yet
@@ -183,6 +185,7 @@ def test_a_partial_promote_applies_and_counts_only_its_users_decisions(fresh, tm
     assert refused.exit_code == 1 and STALE_GATE in refused.output
 
 
+@pytest.mark.slow  # CI runs it on one version: the decisions SQL runs on both versions in the first test
 def test_catch_up_and_sync_rebuild_the_changed_users_with_their_decisions(fresh, tmp_path):
     settings, conn, env = fresh
     decide(env, tmp_path, "u04,,location,,,2,", "u07,romantic,relationshipTimeline,,,2,")
@@ -217,6 +220,7 @@ def test_catch_up_and_sync_rebuild_the_changed_users_with_their_decisions(fresh,
     assert decided == [("applied",)]
 
 
+@pytest.mark.slow  # CI runs it on one version: the report's rendering
 def test_the_report_shows_decided_conflicts_apart_and_links_the_template(fresh, tmp_path):
     settings, conn, env = fresh
     decide(env, tmp_path, "u04,,location,,,2,checked with the user", "u10,,location,,,2,")

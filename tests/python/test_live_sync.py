@@ -260,7 +260,12 @@ class Writer:
 # the second seed is more of the same SQL: the second PostgreSQL version runs the first only
 @pytest.mark.parametrize(
     ("seed", "source"),
-    [(11, "auto"), pytest.param(12, "auto", marks=pytest.mark.slow), (13, "digests")],
+    # the digests' SQL runs on both versions in test_stream's fallbacks; CI runs 12 and 13 on one
+    [
+        (11, "auto"),
+        pytest.param(12, "auto", marks=pytest.mark.slow),
+        pytest.param(13, "digests", marks=pytest.mark.slow),
+    ],
 )
 def test_catch_up_and_sync_follow_random_writes(seed, source, database, settings, monkeypatch):
     """Dry run → writes → promote --catch-up → (writes → sync) x3 → new review → writes → catch-up → sync;
@@ -354,6 +359,7 @@ def test_a_round_with_nothing_to_do_writes_nothing(promoted):
     assert audit(conn, settings) == before
 
 
+@pytest.mark.slow  # CI runs it on one version: the random-writes test checks the lag kept by difference on both
 def test_a_refused_round_leaves_its_users_lagging_for_the_next(promoted):
     """A round whose gates refuse after its catch-up leaves the dry-run state ahead of the live tables for
     the users it rebuilt: the lag kept by difference says so (as a full comparison of the reads does), and
@@ -386,6 +392,7 @@ def test_a_round_refuses_a_dry_run_state_a_crash_emptied(promoted):
     assert live_dump(conn, FIXTURES) == live_before
 
 
+@pytest.mark.slow  # CI runs it on one version: the audit record: the same SQL as the random-writes test
 def test_catch_up_records_what_it_reviewed_and_rebuilt(promoted):
     settings, conn = promoted
     dry_run.dry_run(settings, conn, max_conflict_rate=EVERYTHING)  # a new review
@@ -487,6 +494,7 @@ def test_sync_refuses_without_a_promote_in_effect(settings, database, cli_env):
     assert after.exit_code == 2 and "there is nothing to sync" in after.output
 
 
+@pytest.mark.slow  # CI runs it on one version: a refusal read from our own records
 def test_sync_refuses_while_a_newer_review_waits_for_its_promote(promoted):
     settings, conn = promoted
     dry_run.dry_run(settings, conn, max_conflict_rate=EVERYTHING)
@@ -514,6 +522,7 @@ def test_a_second_sync_refuses_while_one_holds_the_lock(promoted):
     assert len(notes) == 2 and all(n.startswith("round refused: another promote, sync round") for n in notes)
 
 
+@pytest.mark.slow  # CI runs it on one version: the random-writes test runs catch-up and cleanup SQL on both
 def test_a_catch_up_with_nothing_changed_and_a_cleanup_leave_sync_working(promoted):
     """A sync round's state has no fingerprint: `promote --catch-up` judges it by the per-user reads alone
     (a plain promote asks for --catch-up). A cleanup that removes the full promote's backup leaves the live
@@ -535,6 +544,7 @@ def test_a_catch_up_with_nothing_changed_and_a_cleanup_leave_sync_working(promot
     assert differences(conn, settings, dry_run_too=False, threshold=EVERYTHING) == []
 
 
+@pytest.mark.slow  # CI runs it on one version: the runs listing; test_app_first rolls a round back on both
 def test_runs_show_sync_rounds_and_rollback_undoes_one_at_a_time(promoted, cli_env):
     settings, conn = promoted
     env = {**cli_env, "MIGRATION_LEGACY_SCHEMA": FIXTURES}
@@ -580,6 +590,7 @@ def test_reads_are_per_owner_and_only_read(promoted):
     assert metadata.SCOPE_TABLE == "user_scope"  # (the partial rebuild reads the scope from there)
 
 
+@pytest.mark.slow  # CI runs it on one version: the random-writes test follows writes on both versions
 def test_sync_follow_under_load_loses_no_write(database, settings):
     """A writer thread updates, inserts, deletes and moves rows while `sync --follow` runs rounds; once it
     stops and one more round has run, the live tables equal a from-scratch migration: no write was lost."""

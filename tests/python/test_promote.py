@@ -163,6 +163,7 @@ def test_partial_promote_rebuilds_only_the_given_users(fresh):
     assert partial["args"]["vars"] == {**snapshot_vars, "user_scope": True, "max_conflict_rate": 1.0}
 
 
+@pytest.mark.slow  # CI runs it on one version: which dbt nodes run: the partial rebuild runs on both versions
 def test_a_partial_rebuild_runs_the_unit_tests_and_seed_checks_unless_a_full_dry_run_of_its_models_passed_them(
     fresh, tmp_path
 ):
@@ -566,6 +567,7 @@ def test_cli_full_flow(cli, tmp_path):
     assert rolled.exit_code == 0 and "Legacy tables verified unchanged" in rolled.output
 
 
+@pytest.mark.slow  # CI runs it on one version: rollback runs on both versions in the tests above
 def test_rollback_survives_the_legacy_schema_being_recreated(fresh):
     """Backups must not depend on the legacy schema's types: reloading the fixtures drops the enum
     "RelationshipContextType" with its schema, and the metadata (kept) must still restore exactly."""

@@ -175,6 +175,7 @@ def _signature(macro_sql: str) -> list[str]:
     return [part.split("=")[0].strip() for part in match.group(1).split(",") if part.strip()]
 
 
+@pytest.mark.slow  # the docs site: the same on every PostgreSQL version
 def test_every_model_seed_source_macro_and_column_is_described(docs_site):
     manifest, catalog = docs_site["manifest"], docs_site["catalog"]
     missing = []
@@ -212,6 +213,7 @@ def test_every_model_seed_source_macro_and_column_is_described(docs_site):
     )
 
 
+@pytest.mark.slow  # the docs site: the same on every PostgreSQL version
 def test_every_docs_block_is_used_and_the_exposures_close_the_graph(docs_site):
     manifest = docs_site["manifest"]
     yaml_text = "\n".join(
@@ -255,6 +257,7 @@ def test_docs_site_renders_every_node_in_chromium(docs_site, tmp_path):
     screenshot(index, tmp_path, "lineage.png", "1200,600", "#!/overview?g_v=1&g_i=%2Bexposure:*", scale=2)
 
 
+@pytest.mark.slow  # the docs site: the same on every PostgreSQL version
 def test_docs_server_serves_the_site(docs_site):
     directory = Path(docs_site["index"]).parent
     server = docs_siting.server(directory, 0)

@@ -488,6 +488,7 @@ def test_a_sign_up_and_a_deletion_between_two_staging_reads_are_the_next_runs(da
     assert differences(database, generated, dry_run_too=True, threshold=EVERYTHING) == []
 
 
+@pytest.mark.slow  # CI runs it on one version: the traffic test [ci] runs deletions during a run on both versions
 def test_a_user_deleted_before_the_publish_is_left_out_and_handled_next_round(database, settings):
     """Users deleted between a catch-up's rebuild (or a sync round's) and its publish: in promote's and the
     round's ``confirm`` callback, after the gates, before the publish transaction. On the old behaviour the
@@ -604,6 +605,7 @@ def test_a_profile_that_lived_between_two_reference_points_leaves_nothing(databa
             assert differences(database, generated, dry_run_too=True, threshold=EVERYTHING) == [], run
 
 
+@pytest.mark.slow  # CI runs it on one version: the traffic test [ci] runs writes during a catch-up on both versions
 def test_a_context_inserted_during_a_catch_ups_rebuild_is_no_orphan(database, settings):
     """A context profile and its profile inserted for a user in the catch-up's scope as its partial rebuild's
     `stg_legacy__context_profiles` finishes. On the old behaviour the rebuild's scoped staging tables read the

@@ -392,7 +392,7 @@ def test_a_round_refuses_a_dry_run_state_a_crash_emptied(promoted):
     assert live_dump(conn, FIXTURES) == live_before
 
 
-@pytest.mark.slow  # CI runs it on one version: the audit record: the same SQL as the random-writes test
+@pytest.mark.slow  # CI runs it on one version: the audit record; the random-writes test runs a catch-up on both
 def test_catch_up_records_what_it_reviewed_and_rebuilt(promoted):
     settings, conn = promoted
     dry_run.dry_run(settings, conn, max_conflict_rate=EVERYTHING)  # a new review

@@ -257,10 +257,10 @@ class Writer:
 # -- the differential test --------------------------------------------------------------------------------
 
 
-# the second seed is more of the same SQL: the second PostgreSQL version runs the first only
+# the second seed is more of the same SQL, and test_stream's fallbacks run the digests' SQL on both
+# versions: the second PostgreSQL version runs the first seed only
 @pytest.mark.parametrize(
     ("seed", "source"),
-    # the digests' SQL runs on both versions in test_stream's fallbacks; CI runs 12 and 13 on one
     [
         (11, "auto"),
         pytest.param(12, "auto", marks=pytest.mark.slow),
@@ -590,7 +590,7 @@ def test_reads_are_per_owner_and_only_read(promoted):
     assert metadata.SCOPE_TABLE == "user_scope"  # (the partial rebuild reads the scope from there)
 
 
-@pytest.mark.slow  # CI runs it on one version: the random-writes test follows writes on both versions
+@pytest.mark.slow  # CI runs it on one version: test_snapshot's traffic test [ci] runs sync --follow on both
 def test_sync_follow_under_load_loses_no_write(database, settings):
     """A writer thread updates, inserts, deletes and moves rows while `sync --follow` runs rounds; once it
     stops and one more round has run, the live tables equal a from-scratch migration: no write was lost."""

@@ -20,44 +20,40 @@ decisions as (
     from {{ ref('stg_review__decisions') }}
 ),
 
--- each atom marked when a decision names its value (jsonb equality, as values are told apart: a
--- decided 1.00 is the value 1.0). A hash join against the tiny decisions table on the user, the
--- field and the value; the context type and sub-key (NULL for shared fields, scalars) are compared
--- on the few rows that match. It comes before the sort below, so the plan keeps its shape.
-marked_atoms as (
-    select
-        atoms.user_id,
-        atoms.intent_context_type,
-        atoms.field,
-        atoms.kind,
-        atoms.sub_key,
-        atoms.atom_value,
-        atoms.sort_key,
-        decisions.user_id is not null as is_decided
-    from atoms
-    left join decisions
-        on
-            atoms.user_id = decisions.user_id
-            and atoms.field = decisions.field
-            and atoms.atom_value = decisions.decided_value
-            and atoms.intent_context_type is not distinct from decisions.context_type
-            and atoms.sub_key is not distinct from decisions.sub_key
-),
-
 -- each distinct value (jsonb equality: {"a":1,"b":2} = {"b":2,"a":1}, 30 <> "30") at its first
--- appearance, keeping that appearance's own JSON
+-- appearance, keeping that appearance's own JSON. The sort is by the grouping below first (kind
+-- follows from the field: one kind per field), so the rows reach the aggregate already grouped: one
+-- sort of the atoms, not one for the distinct values and another for the groups.
 first_appearances as (
-    select distinct on (user_id, intent_context_type, field, sub_key, atom_value)
+    select distinct on (user_id, intent_context_type, field, kind, sub_key, atom_value)
         user_id,
         intent_context_type,
         field,
         kind,
         sub_key,
         atom_value,
-        sort_key,
-        is_decided
-    from marked_atoms
-    order by user_id, intent_context_type, field, sub_key, atom_value, sort_key
+        sort_key
+    from atoms
+    order by user_id, intent_context_type, field, kind, sub_key, atom_value, sort_key
+),
+
+-- each distinct value marked when a decision names it (jsonb equality, as values are told apart: a
+-- decided 1.00 is the value 1.0). Joined after the distinct values (equal values are decided alike),
+-- so the tiny decisions table meets the rows in their sorted order and the plan keeps its one sort;
+-- the context type and sub-key (NULL for shared fields, scalars) are compared on the few rows that
+-- match the user, the field and the value.
+marked_values as (
+    select
+        first_appearances.*,
+        decisions.user_id is not null as is_decided
+    from first_appearances
+    left join decisions
+        on
+            first_appearances.user_id = decisions.user_id
+            and first_appearances.field = decisions.field
+            and first_appearances.atom_value = decisions.decided_value
+            and first_appearances.intent_context_type is not distinct from decisions.context_type
+            and first_appearances.sub_key is not distinct from decisions.sub_key
 ),
 
 grouped as (
@@ -71,7 +67,7 @@ grouped as (
         count(*) as distinct_value_count,
         -- at most one: one decision per target, and distinct values are never equal
         (array_agg(atom_value) filter (where is_decided))[1] as decided_value
-    from first_appearances
+    from marked_values
     group by user_id, intent_context_type, field, kind, sub_key
 ),
 
